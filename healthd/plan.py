@@ -1,0 +1,119 @@
+"""``plan(desired, observed) -> ops``: the diff between the wanted and the kernel's table.  Pure.
+
+Ownership: only virtual servers in ``desired`` are looked at; anything else in the kernel is
+never touched, and nothing is flushed.  Inside a virtual server healthd owns, real servers that
+are not in the configuration are deleted (the configuration is the whole truth for it).
+
+Order: a virtual server is added (or edited) before its real servers; within one, deletions come
+first, then edits, then additions, each sorted, so plans are deterministic.  Attributes are
+compared explicitly (weight, forwarding, thresholds, scheduler, persistence): a weight changed
+behind healthd's back is repaired.  Applying the plan and planning again yields no operations.
+"""
+
+from __future__ import annotations
+
+from healthd.model import (
+    AddRealServer,
+    AddVirtualServer,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    Desired,
+    DesiredRealServer,
+    DesiredVirtualServer,
+    EditRealServer,
+    EditVirtualServer,
+    Observed,
+    ObservedVirtualServer,
+    Op,
+    RealServerSpec,
+    VirtualServerKey,
+    VirtualServerSpec,
+)
+
+
+def plan(desired: Desired, observed: Observed) -> list[Op]:
+    ops: list[Op] = []
+    for key in sorted(desired, key=VirtualServerKey.sort_key):
+        ops.extend(_plan_virtual_server(desired[key], observed.get(key)))
+    return ops
+
+
+def plan_teardown(desired: Desired, observed: Observed) -> list[Op]:
+    """Delete the configured virtual servers that exist (for ``on_stop: remove``)."""
+    return [
+        DeleteVirtualServer(key, reason="shutdown with on_stop: remove")
+        for key in sorted(desired, key=VirtualServerKey.sort_key)
+        if key in observed
+    ]
+
+
+def _vs_changes(want: VirtualServerSpec, have: VirtualServerSpec) -> list[str]:
+    changes = []
+    if want.scheduler != have.scheduler:
+        changes.append(f"scheduler {have.scheduler} -> {want.scheduler}")
+    if want.persistence_timeout_s != have.persistence_timeout_s:
+        changes.append(
+            f"persistence {have.persistence_timeout_s}s -> {want.persistence_timeout_s}s"
+        )
+    return changes
+
+
+def _rs_changes(want: RealServerSpec, have: RealServerSpec) -> list[str]:
+    changes = []
+    if want.weight != have.weight:
+        changes.append(f"weight {have.weight} -> {want.weight}")
+    if want.forwarding != have.forwarding:
+        changes.append(f"forwarding {have.forwarding.value} -> {want.forwarding.value}")
+    if (want.upper_threshold, want.lower_threshold) != (have.upper_threshold, have.lower_threshold):
+        changes.append("connection thresholds")
+    return changes
+
+
+def _target_spec(want: DesiredRealServer, have: RealServerSpec) -> RealServerSpec:
+    if want.adopt_weight:
+        return RealServerSpec(
+            want.spec.key, want.spec.forwarding, have.weight,
+            want.spec.upper_threshold, want.spec.lower_threshold,
+        )
+    return want.spec
+
+
+def _plan_virtual_server(want: DesiredVirtualServer, have: ObservedVirtualServer | None) -> list[Op]:
+    key = want.spec.key
+    real_servers = sorted(want.real_servers.values(), key=lambda d: _rs_order(d.spec))
+    if have is None:
+        ops: list[Op] = [AddVirtualServer(want.spec, reason="missing from the kernel")]
+        ops.extend(
+            AddRealServer(key, d.spec, reason=d.why)
+            for d in real_servers
+            if d.present and d.add_if_absent
+        )
+        return ops
+    ops = []
+    changes = _vs_changes(want.spec, have.spec)
+    if changes:
+        ops.append(EditVirtualServer(want.spec, reason=", ".join(changes)))
+    deletes: list[Op] = []
+    edits: list[Op] = []
+    adds: list[Op] = []
+    for rs_key in sorted(have.real_servers, key=lambda k: (k.address, k.port)):
+        if rs_key not in want.real_servers:
+            deletes.append(DeleteRealServer(key, rs_key, reason="not in the configuration"))
+    for d in real_servers:
+        seen = have.real_servers.get(d.spec.key)
+        if not d.present:
+            if seen is not None:
+                deletes.append(DeleteRealServer(key, d.spec.key, reason=d.why))
+        elif seen is None:
+            if d.add_if_absent:
+                adds.append(AddRealServer(key, d.spec, reason=f"missing from the kernel; {d.why}"))
+        else:
+            target = _target_spec(d, seen.spec)
+            rs_changes = _rs_changes(target, seen.spec)
+            if rs_changes:
+                edits.append(EditRealServer(key, target, reason=f"{', '.join(rs_changes)}; {d.why}"))
+    return ops + deletes + edits + adds
+
+
+def _rs_order(spec: RealServerSpec) -> tuple[str, int]:
+    return (spec.key.address, spec.key.port)
