@@ -41,7 +41,7 @@ class ProbeResult:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a probe goes, and the virtual server it serves (scripts get both in the environment)."""
+    """Where a probe goes, and the virtual server it serves (scripts see both)."""
 
     address: str
     port: int

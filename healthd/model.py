@@ -194,7 +194,7 @@ class DesiredVirtualServer:
 Desired = Mapping[VirtualServerKey, DesiredVirtualServer]
 
 
-# ---- Operations: what plan() asks the adapter to do, one kernel request each -----------------------
+# ---- Operations: what plan() asks the adapter to do, one kernel request each ----------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,16 +69,30 @@ def _rs_changes(want: RealServerSpec, have: RealServerSpec) -> list[str]:
     return changes
 
 
+def wanted_weight(want: DesiredRealServer, have: RealServerSpec | None) -> int | None:
+    """The weight healthd wants in the kernel given what is there; None: wants it absent."""
+    if not want.present:
+        return None
+    if have is None:
+        return want.spec.weight if want.add_if_absent else None
+    return have.weight if want.adopt_weight else want.spec.weight
+
+
 def _target_spec(want: DesiredRealServer, have: RealServerSpec) -> RealServerSpec:
     if want.adopt_weight:
         return RealServerSpec(
-            want.spec.key, want.spec.forwarding, have.weight,
-            want.spec.upper_threshold, want.spec.lower_threshold,
+            want.spec.key,
+            want.spec.forwarding,
+            have.weight,
+            want.spec.upper_threshold,
+            want.spec.lower_threshold,
         )
     return want.spec
 
 
-def _plan_virtual_server(want: DesiredVirtualServer, have: ObservedVirtualServer | None) -> list[Op]:
+def _plan_virtual_server(
+    want: DesiredVirtualServer, have: ObservedVirtualServer | None
+) -> list[Op]:
     key = want.spec.key
     real_servers = sorted(want.real_servers.values(), key=lambda d: _rs_order(d.spec))
     if have is None:
@@ -111,7 +125,9 @@ def _plan_virtual_server(want: DesiredVirtualServer, have: ObservedVirtualServer
             target = _target_spec(d, seen.spec)
             rs_changes = _rs_changes(target, seen.spec)
             if rs_changes:
-                edits.append(EditRealServer(key, target, reason=f"{', '.join(rs_changes)}; {d.why}"))
+                edits.append(
+                    EditRealServer(key, target, reason=f"{', '.join(rs_changes)}; {d.why}")
+                )
     return ops + deletes + edits + adds
 
 

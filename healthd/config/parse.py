@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
 from healthd.checkspec import CheckSpec, CheckTiming, HttpCheck, ScriptCheck, TcpCheck
 from healthd.config.source import ConfigError, Cursor, Issues, compose
 from healthd.config.types import (
@@ -23,8 +25,6 @@ from healthd.config.types import (
     ReconcileConfig,
     VirtualServerConfig,
 )
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
 from healthd.model import (
     Forwarding,
     Health,
@@ -39,16 +39,33 @@ _TIMING_KEYS = frozenset({"interval", "timeout", "rise", "fall", "initial_state"
 _INHERITED = frozenset({"check", "checks", "forwarding", "scheduler", "protocol", "weight"})
 _TOP_KEYS = frozenset({"metrics", "defaults", "virtual_servers", "reconcile", "probes"})
 _VS_KEYS = _INHERITED | {
-    "name", "address", "port", "fwmark", "family", "on_failure", "persistence_timeout",
+    "name",
+    "address",
+    "port",
+    "fwmark",
+    "family",
+    "on_failure",
+    "persistence_timeout",
     "real_servers",
 }
 _RS_KEYS = frozenset({"name", "address", "port", "weight", "forwarding", "check", "checks"})
 _CHECK_COMMON = _TIMING_KEYS | {"type", "name"}
 _CHECK_KEYS = {
     "tcp": _CHECK_COMMON | {"port"},
-    "http": _CHECK_COMMON | {
-        "path", "method", "host", "expect_status", "expect_body", "https", "verify", "ca_file",
-        "sni", "port", "max_body_bytes", "headers",
+    "http": _CHECK_COMMON
+    | {
+        "path",
+        "method",
+        "host",
+        "expect_status",
+        "expect_body",
+        "https",
+        "verify",
+        "ca_file",
+        "sni",
+        "port",
+        "max_body_bytes",
+        "headers",
     },
     "script": _CHECK_COMMON | {"command", "max_output_bytes"},
 }
@@ -137,8 +154,9 @@ def _unique(items: list[tuple[Cursor, str, str]], what: str) -> None:
 class _Layers:
     """Inherited settings, parsed once per level (so an error is reported once)."""
 
-    def __init__(self, values: dict[str, Any], timing: dict[str, Any],
-                 checks: list[_ParsedCheck] | None) -> None:
+    def __init__(
+        self, values: dict[str, Any], timing: dict[str, Any], checks: list[_ParsedCheck] | None
+    ) -> None:
         self.values = values
         self.timing = timing
         self.checks = checks
@@ -166,7 +184,9 @@ class _Layers:
         return _Layers(values, timing, checks)
 
 
-def _enum(cls: type[Forwarding] | type[Protocol] | type[OnFailure] | type[OnStop]) -> frozenset[str]:
+def _enum(
+    cls: type[Forwarding] | type[Protocol] | type[OnFailure] | type[OnStop],
+) -> frozenset[str]:
     return frozenset(m.value for m in cls)
 
 
@@ -196,7 +216,8 @@ def _resolve_timing(timing: dict[str, Any], where: Cursor) -> CheckTiming:
     if result.timeout_s >= result.interval_s:
         _, node = timing.get("timeout_s", timing.get("interval_s", (None, where)))
         node.error(
-            f"timeout ({result.timeout_s:g}s) must be shorter than interval ({result.interval_s:g}s)"
+            f"timeout ({result.timeout_s:g}s) must be shorter than"
+            f" interval ({result.interval_s:g}s)"
         )
     return result
 
@@ -291,7 +312,7 @@ def _status_ranges(cur: Cursor) -> tuple[tuple[int, int], ...]:
         low = int(match.group(1)) if match else 0
         high = int(match.group(2) or low) if match else 0
         if not match or not 100 <= low <= high <= 599:
-            item.error(f"invalid status {raw!r} (write 200 or a range like \"200-299\")")
+            item.error(f'invalid status {raw!r} (write 200 or a range like "200-299")')
             continue
         ranges.append((low, high))
     return tuple(ranges)
@@ -366,8 +387,9 @@ def _virtual_server(
         persistence = int(fields["persistence_timeout"].duration(1, 86400 * 31) or 0)
     on_failure = OnFailure.INHIBIT
     if "on_failure" in fields:
-        on_failure = OnFailure(fields["on_failure"].choice(_enum(OnFailure), "on_failure") or
-                               "inhibit")
+        on_failure = OnFailure(
+            fields["on_failure"].choice(_enum(OnFailure), "on_failure") or "inhibit"
+        )
     real_servers: list[RealServerConfig] = []
     if "real_servers" not in fields:
         cur.error("real_servers is missing")
@@ -432,7 +454,8 @@ def _real_server(
     if vs_key is not None and forwarding is not Forwarding.NAT and not vs_key.fwmark:
         if port is not None and port != vs_key.port:
             fields["port"].error(
-                f"{forwarding.value} forwarding cannot change the port: use {vs_key.port} or omit it"
+                f"{forwarding.value} forwarding cannot change the port:"
+                f" use {vs_key.port} or omit it"
             )
         port = vs_key.port
     if port is None:

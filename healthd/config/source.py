@@ -117,8 +117,11 @@ class Cursor:
                 continue
             if key not in allowed:
                 hint = ", ".join(sorted(allowed))
-                self.issues.add(key_node, self.child(key_node, key).path,
-                                f"unknown key (expected one of: {hint})")
+                self.issues.add(
+                    key_node,
+                    self.child(key_node, key).path,
+                    f"unknown key (expected one of: {hint})",
+                )
                 continue
             entries[key] = self.child(value_node, key)
         return entries

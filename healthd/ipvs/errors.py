@@ -1,11 +1,11 @@
 """Errors from the IPVS adapters, mapped from errno at the boundary.
 
-    IpvsError
-    ├── IpvsUnavailable   no IPVS in this kernel, or no permission to use it
-    ├── IpvsExists        EEXIST: add of something that is there
-    ├── IpvsNotFound      ENOENT/ESRCH: edit or delete of something that is not there
-    ├── IpvsInvalid       EINVAL and friends: the kernel refuses the request
-    └── IpvsTransient     ENOBUFS, timeouts, a broken socket: retry on a fresh socket
+IpvsError
+├── IpvsUnavailable   no IPVS in this kernel, or no permission to use it
+├── IpvsExists        EEXIST: add of something that is there
+├── IpvsNotFound      ENOENT/ESRCH: edit or delete of something that is not there
+├── IpvsInvalid       EINVAL and friends: the kernel refuses the request
+└── IpvsTransient     ENOBUFS, timeouts, a broken socket: retry on a fresh socket
 """
 
 from __future__ import annotations

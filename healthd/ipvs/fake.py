@@ -62,7 +62,9 @@ class FakeIpvs:
     def snapshot(self, keys: Collection[VirtualServerKey] | None = None) -> Observed:
         wanted = self._table.keys() if keys is None else keys
         return {
-            key: replace(self._table[key].observed, real_servers=dict(self._table[key].real_servers))
+            key: replace(
+                self._table[key].observed, real_servers=dict(self._table[key].real_servers)
+            )
             for key in wanted
             if key in self._table
         }
@@ -89,7 +91,10 @@ class FakeIpvs:
             if spec.weight < 0 or not 0 <= spec.key.port <= 65535:
                 raise from_errno(errno.EINVAL, what)
             family = op.virtual_server.family
-            if address_family(spec.key.address) != family and spec.forwarding is not Forwarding.TUNNEL:
+            if (
+                address_family(spec.key.address) != family
+                and spec.forwarding is not Forwarding.TUNNEL
+            ):
                 raise from_errno(errno.EAFNOSUPPORT, what)
             existing = entry.real_servers.get(spec.key)
             if isinstance(op, AddRealServer):
@@ -113,8 +118,9 @@ class FakeIpvs:
             raise from_errno(errno.ESRCH, what)
         return entry
 
-    def set_connections(self, vs: VirtualServerKey, rs: RealServerKey, active: int,
-                        inactive: int) -> None:
+    def set_connections(
+        self, vs: VirtualServerKey, rs: RealServerKey, active: int, inactive: int
+    ) -> None:
         entry = self._table[vs]
         entry.real_servers[rs] = replace(
             entry.real_servers[rs], active_connections=active, inactive_connections=inactive

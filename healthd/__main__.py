@@ -1,0 +1,5 @@
+import sys
+
+from healthd.cli import main
+
+sys.exit(main())

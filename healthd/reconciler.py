@@ -1,0 +1,212 @@
+"""The level-triggered reconcile loop: events mark dirty; a pass reads the kernel, diffs, applies.
+
+``poke()`` only marks the state dirty.  A pass computes the desired table from all current
+health, dumps the kernel's state of the configured virtual servers, applies ``plan()`` one request
+at a time (one in flight: a netlink socket with many requests in flight drops ACKs and hangs),
+and records the outcome.  Passes are merged, at most one per ``min_interval_s``, and forced every
+``interval_s`` so a missed event, a restart or a hand-run ipvsadm heals.  A failed operation is
+logged and counted, and retried on a pass one second later; the loop never dies of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from healthd.ipvs.errors import IpvsError, IpvsExists, IpvsNotFound
+from healthd.ipvs.port import IpvsPort
+from healthd.model import (
+    AddRealServer,
+    AddVirtualServer,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    Desired,
+    EditRealServer,
+    EditVirtualServer,
+    Observed,
+    Op,
+)
+from healthd.plan import plan, plan_teardown
+
+log = logging.getLogger("healthd.reconcile")
+
+RETRY_AFTER_ERROR_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    ok: bool
+    duration_s: float
+    applied: tuple[Op, ...] = ()
+    failed: tuple[tuple[Op, str], ...] = ()
+    error: str = ""  # the dump failed
+
+
+@dataclass
+class ReconcileStats:
+    passes: int = 0
+    failed_passes: int = 0
+    last_success_monotonic: float | None = None
+    ops_applied: dict[str, int] = field(default_factory=dict)
+    op_errors: dict[str, int] = field(default_factory=dict)
+
+
+async def apply_idempotent(port: IpvsPort, op: Op) -> str:
+    """Apply ``op``; an add that finds it there or a delete that finds it gone is success.
+
+    Returns "applied" or "already" (the kernel was already as asked).  An edit of a real server
+    that has vanished meanwhile becomes an add.
+    """
+    try:
+        await port.apply(op)
+        return "applied"
+    except IpvsExists:
+        if isinstance(op, AddVirtualServer | AddRealServer):
+            return "already"
+        raise
+    except IpvsNotFound:
+        if isinstance(op, DeleteVirtualServer | DeleteRealServer):
+            return "already"
+        if isinstance(op, EditRealServer):
+            await port.apply(AddRealServer(op.virtual_server, op.spec, op.reason))
+            return "applied"
+        if isinstance(op, EditVirtualServer):
+            await port.apply(AddVirtualServer(op.spec, op.reason))
+            return "applied"
+        raise
+
+
+def op_kind(op: Op) -> str:
+    return {
+        AddVirtualServer: "add_virtual_server",
+        EditVirtualServer: "edit_virtual_server",
+        DeleteVirtualServer: "delete_virtual_server",
+        AddRealServer: "add_real_server",
+        EditRealServer: "edit_real_server",
+        DeleteRealServer: "delete_real_server",
+    }[type(op)]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        port: IpvsPort,
+        desired: Callable[[], Desired],
+        interval_s: float = 5.0,
+        min_interval_s: float = 0.05,
+        op_timeout_s: float = 10.0,
+        on_pass: Callable[[PassResult], None] | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self._port = port
+        self._desired = desired
+        self._interval_s = interval_s
+        self._min_interval_s = min_interval_s
+        self._op_timeout_s = op_timeout_s
+        self._on_pass = on_pass
+        self._verb = "dry-run: would" if dry_run else "kernel:"
+        self._dirty = asyncio.Event()
+        self._last_pass = float("-inf")
+        self.observed: Observed = {}  # the kernel as of the latest pass (for metrics and status)
+        self.stats = ReconcileStats()
+        self.ready = asyncio.Event()  # set after the first successful pass
+        self._current: asyncio.Task[PassResult] | None = None
+
+    def poke(self) -> None:
+        """Something changed: run a pass soon.  Carries no command."""
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Pass after pass until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout(self._interval_s):
+                    await self._dirty.wait()
+            except TimeoutError:
+                pass  # periodic pass
+            wait = self._last_pass + self._min_interval_s - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._dirty.clear()
+            self._last_pass = loop.time()
+            self._current = asyncio.ensure_future(self.reconcile_once())
+            result = await asyncio.shield(self._current)
+            if not result.ok:
+                loop.call_later(RETRY_AFTER_ERROR_S, self.poke)
+
+    async def finish(self) -> None:
+        """Wait for the pass in flight, if any (after ``run`` was cancelled: graceful stop)."""
+        if self._current is not None and not self._current.done():
+            await self._current
+
+    async def reconcile_once(self) -> PassResult:
+        started = time.monotonic()
+        desired = self._desired()
+        self.stats.passes += 1
+        try:
+            observed = await asyncio.wait_for(self._port.dump(desired.keys()), self._op_timeout_s)
+        except (IpvsError, TimeoutError, OSError) as exc:
+            message = f"reading the IPVS table failed: {exc or type(exc).__name__}"
+            log.error("%s; retrying", message)
+            return self._finish(PassResult(False, time.monotonic() - started, error=message))
+        self.observed = observed
+        ops = plan(desired, observed)
+        applied, failed = await self._apply_all(ops)
+        ok = not failed
+        return self._finish(PassResult(ok, time.monotonic() - started, applied, failed))
+
+    async def teardown(self) -> PassResult:
+        """Delete the configured virtual servers (``on_stop: remove``)."""
+        started = time.monotonic()
+        desired = self._desired()
+        try:
+            observed = await asyncio.wait_for(self._port.dump(desired.keys()), self._op_timeout_s)
+        except (IpvsError, TimeoutError, OSError) as exc:
+            log.error("shutdown cleanup: reading the IPVS table failed: %s", exc)
+            return PassResult(False, time.monotonic() - started, error=str(exc))
+        applied, failed = await self._apply_all(plan_teardown(desired, observed))
+        return PassResult(not failed, time.monotonic() - started, applied, failed)
+
+    async def _apply_all(self, ops: list[Op]) -> tuple[tuple[Op, ...], tuple[tuple[Op, str], ...]]:
+        applied: list[Op] = []
+        failed: list[tuple[Op, str]] = []
+        for op in ops:
+            kind = op_kind(op)
+            try:
+                outcome = await asyncio.wait_for(
+                    apply_idempotent(self._port, op), self._op_timeout_s
+                )
+            except (IpvsError, TimeoutError, OSError) as exc:
+                reason = str(exc) or type(exc).__name__
+                failed.append((op, reason))
+                self.stats.op_errors[kind] = self.stats.op_errors.get(kind, 0) + 1
+                log.error(
+                    "%s %s failed: %s (wanted because: %s); will retry",
+                    self._verb,
+                    op,
+                    reason,
+                    op.reason,
+                )
+                continue
+            applied.append(op)
+            self.stats.ops_applied[kind] = self.stats.ops_applied.get(kind, 0) + 1
+            suffix = " (already so)" if outcome == "already" else ""
+            log.info("%s %s%s; because: %s", self._verb, op, suffix, op.reason)
+        return tuple(applied), tuple(failed)
+
+    def _finish(self, result: PassResult) -> PassResult:
+        if result.ok:
+            self.stats.last_success_monotonic = time.monotonic()
+            if not self.ready.is_set():
+                self.ready.set()
+                log.info("first reconcile pass succeeded: ready")
+        else:
+            self.stats.failed_passes += 1
+        if self._on_pass is not None:
+            self._on_pass(result)
+        return result

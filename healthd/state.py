@@ -1,0 +1,121 @@
+"""The health book: which probes exist, who shares them, and every check's state.  Pure.
+
+Identical (check spec, target, timing) triples across virtual servers are probed once: their
+``ProbeKey`` is the same, and each ``Subscriber`` (virtual server, real server, check name) sees
+the shared result.  ``record()`` feeds one probe result through ``health.step`` and returns what
+changed, so the shell can log it, count it and poke the reconciler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from healthd import health
+from healthd.checkspec import CheckSpec, CheckTiming, ProbeResult, Target, probe_target
+from healthd.config.types import Config
+from healthd.health import CheckState
+from healthd.model import Health
+from healthd.policy import RealServerStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKey:
+    spec: CheckSpec
+    target: Target
+    timing: CheckTiming
+
+    def describe(self) -> str:
+        return self.spec.describe(self.target)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    virtual_server: str
+    real_server: str
+    check: str
+
+
+RealServerId = tuple[str, str]  # (virtual server name, real server name)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckChange:
+    key: ProbeKey
+    before: Health
+    after: Health
+    result: ProbeResult
+
+
+@dataclass(frozen=True, slots=True)
+class RealServerChange:
+    real_server: RealServerId
+    before: RealServerStatus
+    after: RealServerStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    check_change: CheckChange | None = None
+    real_server_changes: tuple[RealServerChange, ...] = ()
+
+
+@dataclass
+class HealthBook:
+    probes: dict[ProbeKey, list[Subscriber]] = field(default_factory=dict)
+    checks_of: dict[RealServerId, list[tuple[str, ProbeKey]]] = field(default_factory=dict)
+    states: dict[ProbeKey, CheckState] = field(default_factory=dict)
+    last: dict[ProbeKey, ProbeResult] = field(default_factory=dict)
+    _status: dict[RealServerId, RealServerStatus] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> HealthBook:
+        book = cls()
+        for vs in config.virtual_servers:
+            for rs in vs.real_servers:
+                rs_id = (vs.name, rs.name)
+                book.checks_of[rs_id] = []
+                for check in rs.checks:
+                    key = ProbeKey(
+                        check.spec, probe_target(check.spec, vs.target(rs)), check.timing
+                    )
+                    book.probes.setdefault(key, []).append(Subscriber(vs.name, rs.name, check.name))
+                    book.checks_of[rs_id].append((check.name, key))
+                    book.states.setdefault(key, health.initial(check.timing))
+                book._status[rs_id] = book._compute(rs_id)
+        return book
+
+    def status(self) -> Mapping[RealServerId, RealServerStatus]:
+        return self._status
+
+    def record(self, key: ProbeKey, result: ProbeResult) -> Outcome:
+        before = self.states[key]
+        after = health.step(before, result.ok, key.timing)
+        self.states[key] = after
+        self.last[key] = result
+        if after.health is before.health:
+            return Outcome()
+        change = CheckChange(key, before.health, after.health, result)
+        rs_changes = []
+        for rs_id in dict.fromkeys((s.virtual_server, s.real_server) for s in self.probes[key]):
+            old = self._status[rs_id]
+            new = self._compute(rs_id)
+            self._status[rs_id] = new
+            if new.health is not old.health:
+                rs_changes.append(RealServerChange(rs_id, old, new))
+        return Outcome(change, tuple(rs_changes))
+
+    def _compute(self, rs_id: RealServerId) -> RealServerStatus:
+        checks = self.checks_of[rs_id]
+        verdict = health.combine(self.states[key].health for _, key in checks)
+        if not checks:
+            return RealServerStatus(Health.UP, "no checks (static)")
+        if verdict is Health.UNKNOWN:
+            return RealServerStatus(verdict, "no verdict yet")
+        # The reason is the first check that holds the verdict (for DOWN: a failing one).
+        for name, key in checks:
+            if self.states[key].health is verdict:
+                result = self.last.get(key)
+                detail = result.detail if result is not None else f"initial_state {verdict.value}"
+                return RealServerStatus(verdict, f"{name}: {detail}")
+        return RealServerStatus(verdict)
