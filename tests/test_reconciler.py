@@ -1,0 +1,212 @@
+"""The reconcile loop against the in-memory IPVS stand-in that refuses what the kernel refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+
+import pytest
+
+from healthd import policy
+from healthd.config import parse_text
+from healthd.ipvs.errors import IpvsInvalid, IpvsTransient
+from healthd.ipvs.fake import FakeIpvs
+from healthd.model import (
+    AddRealServer,
+    AddVirtualServer,
+    EditRealServer,
+    Forwarding,
+    Health,
+    Observed,
+    ObservedRealServer,
+    ObservedVirtualServer,
+    Op,
+    Protocol,
+    RealServerKey,
+    RealServerSpec,
+    VirtualServerKey,
+    VirtualServerSpec,
+)
+from healthd.policy import RealServerStatus
+from healthd.reconciler import Reconciler, apply_idempotent
+
+CONFIG = parse_text(
+    """
+virtual_servers:
+  - name: web
+    address: 10.0.0.1
+    port: 80
+    scheduler: rr
+    checks: [{type: tcp}]
+    real_servers:
+      - {name: web-1, address: 192.168.1.101, port: 80, weight: 3}
+      - {name: web-2, address: 192.168.1.102, port: 80, weight: 3}
+""",
+    "test.yaml",
+)
+VS = VirtualServerKey.for_address(Protocol.TCP, "10.0.0.1", 80)
+FOREIGN = VirtualServerKey.for_address(Protocol.TCP, "10.9.9.9", 443)
+RS1 = RealServerKey("192.168.1.101", 80)
+RS2 = RealServerKey("192.168.1.102", 80)
+
+
+def weights(fake: FakeIpvs) -> dict[str, int]:
+    return {str(k): v.spec.weight for k, v in fake.snapshot([VS])[VS].real_servers.items()}
+
+
+def make(fake: FakeIpvs, status: dict[tuple[str, str], RealServerStatus]) -> Reconciler:
+    return Reconciler(
+        port=fake,
+        desired=lambda: policy.desired(CONFIG, status),
+        interval_s=0.2,
+        min_interval_s=0.0,
+    )
+
+
+UP = RealServerStatus(Health.UP, "ok")
+DOWN = RealServerStatus(Health.DOWN, "connection refused")
+
+
+async def test_empty_kernel_gets_the_configured_table_then_nothing_more() -> None:
+    fake = FakeIpvs()
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = make(fake, status)
+    first = await rec.reconcile_once()
+    assert first.ok and rec.ready.is_set()
+    assert weights(fake) == {"192.168.1.101:80": 3, "192.168.1.102:80": 3}
+    assert fake.snapshot([VS])[VS].spec.scheduler == "rr"
+    second = await rec.reconcile_once()
+    assert second.applied == ()
+
+
+async def test_health_change_drives_the_weight_and_back() -> None:
+    fake = FakeIpvs()
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = make(fake, status)
+    await rec.reconcile_once()
+    status[("web", "web-2")] = DOWN
+    await rec.reconcile_once()
+    assert weights(fake)["192.168.1.102:80"] == 0
+    assert weights(fake)["192.168.1.101:80"] == 3
+    status[("web", "web-2")] = UP
+    await rec.reconcile_once()
+    assert weights(fake)["192.168.1.102:80"] == 3
+
+
+async def test_restart_over_a_live_table_changes_nothing_before_a_verdict() -> None:
+    live = ObservedVirtualServer(
+        VirtualServerSpec(VS, "rr"),
+        {
+            RS1: ObservedRealServer(RealServerSpec(RS1, Forwarding.NAT, 3)),
+            RS2: ObservedRealServer(RealServerSpec(RS2, Forwarding.NAT, 0)),
+        },
+    )
+    fake = FakeIpvs([live])
+    rec = make(fake, {})  # no verdict for anyone yet
+    result = await rec.reconcile_once()
+    assert result.ok and result.applied == ()
+    assert weights(fake) == {"192.168.1.101:80": 3, "192.168.1.102:80": 0}
+
+
+async def test_hand_edits_are_repaired_and_foreign_virtual_servers_untouched() -> None:
+    foreign = ObservedVirtualServer(
+        VirtualServerSpec(FOREIGN, "wlc"),
+        {RS1: ObservedRealServer(RealServerSpec(RS1, Forwarding.DR, 7))},
+    )
+    fake = FakeIpvs([foreign])
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = make(fake, status)
+    await rec.reconcile_once()
+    before_foreign = fake.snapshot([FOREIGN])
+    fake.apply_now(EditRealServer(VS, RealServerSpec(RS1, Forwarding.DR, 9)))  # ipvsadm -e
+    fake.apply_now(
+        AddRealServer(VS, RealServerSpec(RealServerKey("192.168.1.200", 80), Forwarding.NAT, 1))
+    )  # ipvsadm -a
+    from healthd.model import DeleteRealServer
+
+    fake.apply_now(DeleteRealServer(VS, RS2))  # ipvsadm -d
+    await rec.reconcile_once()
+    have = fake.snapshot([VS])[VS].real_servers
+    assert set(have) == {RS1, RS2}
+    assert have[RS1].spec == RealServerSpec(RS1, Forwarding.NAT, 3)
+    assert fake.snapshot([FOREIGN]) == before_foreign
+
+
+class FlakyPort:
+    """Fails chosen operations once, like a kernel that refuses or a socket that overflows."""
+
+    def __init__(self, inner: FakeIpvs, fail: type[Op], error: Exception) -> None:
+        self.inner = inner
+        self.fail = fail
+        self.error: Exception | None = error
+
+    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+        return await self.inner.dump(keys)
+
+    async def apply(self, op: Op) -> None:
+        if isinstance(op, self.fail) and self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        await self.inner.apply(op)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_failed_operation_is_logged_counted_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeIpvs()
+    port = FlakyPort(fake, AddRealServer, IpvsTransient("ENOBUFS (No buffer space available)"))
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = Reconciler(
+        port=port, desired=lambda: policy.desired(CONFIG, status), interval_s=30, min_interval_s=0.0
+    )
+    caplog.set_level(logging.INFO)
+    task = asyncio.create_task(rec.run())
+    rec.poke()
+    for _ in range(100):  # the retry comes one second after the failure, not at interval_s
+        await asyncio.sleep(0.05)
+        if len(weights(fake) if fake.snapshot([VS]) else {}) == 2:
+            break
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert weights(fake) == {"192.168.1.101:80": 3, "192.168.1.102:80": 3}
+    assert rec.stats.op_errors == {"add_real_server": 1}
+    assert any("failed: ENOBUFS" in r.getMessage() for r in caplog.records)
+
+
+async def test_apply_idempotent_treats_exists_and_missing_as_done() -> None:
+    fake = FakeIpvs()
+    spec = VirtualServerSpec(VS, "rr")
+    await fake.apply(AddVirtualServer(spec))
+    assert await apply_idempotent(fake, AddVirtualServer(spec)) == "already"
+    from healthd.model import DeleteRealServer
+
+    assert await apply_idempotent(fake, DeleteRealServer(VS, RS1)) == "already"
+    # An edit of a real server that vanished meanwhile becomes an add.
+    assert await apply_idempotent(fake, EditRealServer(VS, RealServerSpec(RS1, Forwarding.NAT, 2)))
+    assert weights(fake) == {"192.168.1.101:80": 2}
+    with pytest.raises(IpvsInvalid):
+        await apply_idempotent(fake, AddRealServer(VS, RealServerSpec(RS2, Forwarding.NAT, -1)))
+
+
+async def test_pokes_are_merged_and_the_periodic_pass_runs_without_them() -> None:
+    fake = FakeIpvs()
+    rec = Reconciler(
+        port=fake, desired=lambda: policy.desired(CONFIG, {}), interval_s=0.3, min_interval_s=0.1
+    )
+    task = asyncio.create_task(rec.run())
+    for _ in range(20):
+        rec.poke()
+    await asyncio.sleep(0.05)
+    poked = rec.stats.passes
+    await asyncio.sleep(0.7)
+    periodic = rec.stats.passes - poked
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert poked == 1  # twenty pokes, one pass
+    assert 1 <= periodic <= 3  # then every interval_s on its own

@@ -1,0 +1,124 @@
+"""The scheduler with scripted probes: cadence, stagger, timeouts by cancellation, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+
+from healthd.checkspec import CheckSpec, CheckTiming, ProbeResult, Reason, Target, TcpCheck
+from healthd.scheduler import Scheduler
+from healthd.state import ProbeKey
+
+
+def key(port: int, interval_s: float = 0.1, timeout_s: float = 0.05) -> ProbeKey:
+    return ProbeKey(TcpCheck(), Target("127.0.0.1", port), CheckTiming(interval_s, timeout_s))
+
+
+def ok(spec: CheckSpec, target: Target) -> ProbeResult:
+    return ProbeResult(True, Reason.OK, spec.describe(target), 0.0)
+
+
+async def run_for(scheduler: Scheduler, seconds: float) -> None:
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_each_probe_runs_once_per_interval() -> None:
+    seen: list[tuple[int, float]] = []
+
+    async def probe(spec: CheckSpec, target: Target) -> ProbeResult:
+        seen.append((target.port, time.monotonic()))
+        return ok(spec, target)
+
+    keys = [key(1), key(2)]
+    results: list[ProbeKey] = []
+    s = Scheduler(keys, lambda k, r: results.append(k), probe=probe, jitter=0.0)
+    await run_for(s, 1.05)
+    for port in (1, 2):
+        times = [t for p, t in seen if p == port]
+        assert 9 <= len(times) <= 11  # 1 s at a 100 ms interval, after a stagger < 100 ms
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert min(gaps) > 0.08
+    assert len(results) == len(seen)
+
+
+async def test_first_runs_are_staggered_over_the_interval() -> None:
+    starts: list[float] = []
+
+    async def probe(spec: CheckSpec, target: Target) -> ProbeResult:
+        starts.append(time.monotonic())
+        return ok(spec, target)
+
+    keys = [key(p, interval_s=1.0, timeout_s=0.5) for p in range(1, 41)]
+    s = Scheduler(keys, lambda k, r: None, probe=probe, rng=random.Random(7))
+    t0 = time.monotonic()
+    await run_for(s, 1.0)
+    offsets = sorted(t - t0 for t in starts)
+    assert len(offsets) >= 35
+    assert offsets[0] < 0.2 and offsets[-1] > 0.7  # spread, not a burst at t=0
+
+
+async def test_hung_probe_is_cancelled_at_its_timeout_and_reported() -> None:
+    cancelled = asyncio.Event()
+
+    async def hang(spec: CheckSpec, target: Target) -> ProbeResult:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    s = Scheduler([], lambda k, r: None, probe=hang)
+    t0 = time.monotonic()
+    result = await s.probe_once(key(1, interval_s=1.0, timeout_s=0.1))
+    assert 0.09 < time.monotonic() - t0 < 0.5
+    assert cancelled.is_set()
+    assert not result.ok and result.reason is Reason.TIMEOUT
+    assert "timed out" in result.detail
+    assert {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} == set()
+
+
+async def test_a_probe_that_raises_is_a_failure_not_a_crash() -> None:
+    async def broken(spec: CheckSpec, target: Target) -> ProbeResult:
+        raise ValueError("bug in a probe")
+
+    got: list[ProbeResult] = []
+    s = Scheduler([key(1)], lambda k, r: got.append(r), probe=broken, jitter=0.0)
+    await run_for(s, 0.35)
+    assert len(got) >= 2  # it kept running after the first failure
+    assert all(not r.ok and r.reason is Reason.ERROR and "bug in a probe" in r.detail for r in got)
+
+
+async def test_concurrency_is_bounded() -> None:
+    active = 0
+    peak = 0
+
+    async def slow(spec: CheckSpec, target: Target) -> ProbeResult:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.04)
+        active -= 1
+        return ok(spec, target)
+
+    keys = [key(p, interval_s=0.1, timeout_s=0.09) for p in range(1, 51)]
+    s = Scheduler(keys, lambda k, r: None, probe=slow, max_concurrent=5)
+    await run_for(s, 0.5)
+    assert peak == 5
+
+
+async def test_cancelling_the_scheduler_leaves_no_task() -> None:
+    async def slow(spec: CheckSpec, target: Target) -> ProbeResult:
+        await asyncio.sleep(10)
+        return ok(spec, target)
+
+    s = Scheduler([key(p, 1.0, 0.5) for p in range(10)], lambda k, r: None, probe=slow)
+    await run_for(s, 0.3)
+    await asyncio.sleep(0)
+    assert {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} == set()
