@@ -178,7 +178,7 @@ virtual_servers:
             assert r.status == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "dry-run: would add virtual server TCP 10.0.0.1:80 scheduler rr" in err
     assert "dry-run: would edit real server TCP 10.0.0.1:80 -> 127.0.0.1:" in err

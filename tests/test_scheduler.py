@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import time
 
@@ -42,7 +43,7 @@ async def test_each_probe_runs_once_per_interval() -> None:
     for port in (1, 2):
         times = [t for p, t in seen if p == port]
         assert 9 <= len(times) <= 11  # 1 s at a 100 ms interval, after a stagger < 100 ms
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) > 0.08
     assert len(results) == len(seen)
 
