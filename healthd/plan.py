@@ -25,6 +25,7 @@ from healthd.model import (
     Observed,
     ObservedVirtualServer,
     Op,
+    RealServerKey,
     RealServerSpec,
     VirtualServerKey,
     VirtualServerSpec,
@@ -128,8 +129,13 @@ def _plan_virtual_server(
                 edits.append(
                     EditRealServer(key, target, reason=f"{', '.join(rs_changes)}; {d.why}")
                 )
+    deletes.sort(key=lambda op: _key_order(op.key) if isinstance(op, DeleteRealServer) else ("", 0))
     return ops + deletes + edits + adds
 
 
 def _rs_order(spec: RealServerSpec) -> tuple[str, int]:
-    return (spec.key.address, spec.key.port)
+    return _key_order(spec.key)
+
+
+def _key_order(key: RealServerKey) -> tuple[str, int]:
+    return (key.address, key.port)

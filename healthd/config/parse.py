@@ -275,6 +275,10 @@ def _http(f: Layer) -> HttpCheck | None:
         ranges = _status_ranges(f["expect_status"])
         if ranges:
             spec = replace(spec, expect_status=ranges)
+        elif (
+            isinstance(f["expect_status"].node, SequenceNode) and not f["expect_status"].node.value
+        ):
+            f["expect_status"].error("must list at least one status or range")
     if "expect_body" in f:
         pattern = f["expect_body"].string()
         try:
@@ -414,6 +418,10 @@ def _vs_key(cur: Cursor, f: Layer, layers: _Layers) -> VirtualServerKey | None:
     if "fwmark" in f:
         if "address" in f or "port" in f:
             cur.error("fwmark and address/port are exclusive: use one or the other")
+        if "protocol" in f:
+            f["protocol"].error(
+                "a fwmark virtual server has no protocol (the mark selects packets)"
+            )
         mark = f["fwmark"].integer(1, 0xFFFFFFFF)
         family = 4
         if "family" in f:
@@ -461,6 +469,8 @@ def _real_server(
     if port is None:
         if vs_key is not None and not vs_key.fwmark:
             port = vs_key.port
+        elif vs_key is None:
+            return None  # the virtual server's own error says why; do not blame its members
         elif "port" not in fields and forwarding is Forwarding.NAT:
             cur.error("port is missing (a fwmark virtual server has no port to inherit)")
             return None

@@ -195,7 +195,11 @@ class Cursor:
         return value
 
     def address(self) -> str | None:
-        value = self.string()
+        # The text as written: YAML 1.1 reads an unquoted 2001:0:0:0:0:0:0:1 as a base-60 number.
+        if isinstance(self.node, ScalarNode) and self.node.tag.endswith((":int", ":float")):
+            value: str | None = str(self.node.value)
+        else:
+            value = self.string()
         if value is None:
             return None
         try:

@@ -1,0 +1,169 @@
+"""Pool policy: every cell of the table in healthd/policy.py's docstring, for inhibit and remove.
+
+Each cell is checked twice: through ``wanted_weight`` (the weight healthd wants in the kernel,
+None for absent) with the kernel lacking the real server or holding it at another weight, and
+through ``plan`` (the operations a user sees in the log / dry-run).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from healthd.config import Config, VirtualServerConfig, parse_text
+from healthd.model import (
+    AddRealServer,
+    DeleteRealServer,
+    EditRealServer,
+    Forwarding,
+    Health,
+    ObservedRealServer,
+    ObservedVirtualServer,
+    RealServerKey,
+    RealServerSpec,
+)
+from healthd.plan import plan, wanted_weight
+from healthd.policy import UNKNOWN, RealServerStatus, desired, desired_real_server
+
+CONFIGURED = 3  # the configured weight
+BY_HAND = 5  # a weight the kernel holds that healthd did not set
+DETAIL = "HTTP GET 192.168.1.1:80/healthz: status 503"
+RS_KEY = RealServerKey("192.168.1.1", 80)
+
+
+def config(on_failure: str) -> Config:
+    return parse_text(
+        f"""\
+virtual_servers:
+  - name: web
+    address: 10.0.0.1
+    port: 80
+    on_failure: {on_failure}
+    checks: [{{type: http, path: /healthz}}]
+    real_servers:
+      - {{name: a, address: 192.168.1.1, weight: {CONFIGURED}}}
+  - name: api
+    address: 10.0.0.2
+    port: 443
+    on_failure: {on_failure}
+    checks: [{{type: tcp}}]
+    real_servers:
+      - {{name: a, address: 192.168.1.1}}
+      - {{name: b, address: 192.168.1.2}}
+""",
+        "policy.yaml",
+    )
+
+
+def web(on_failure: str) -> VirtualServerConfig:
+    return config(on_failure).virtual_servers[0]
+
+
+def kernel_spec(weight: int) -> RealServerSpec:
+    return RealServerSpec(RS_KEY, Forwarding.NAT, weight)
+
+
+# (health, on_failure) -> (weight wanted if the kernel lacks it, if the kernel has it at BY_HAND)
+# None means "absent".  Straight from the policy table.
+TABLE = [
+    pytest.param(Health.UP, "inhibit", CONFIGURED, CONFIGURED, id="up-inhibit"),
+    pytest.param(Health.UP, "remove", CONFIGURED, CONFIGURED, id="up-remove"),
+    pytest.param(Health.DOWN, "inhibit", 0, 0, id="down-inhibit"),
+    pytest.param(Health.DOWN, "remove", None, None, id="down-remove"),
+    pytest.param(Health.UNKNOWN, "inhibit", 0, BY_HAND, id="unknown-inhibit"),
+    pytest.param(Health.UNKNOWN, "remove", None, BY_HAND, id="unknown-remove"),
+]
+
+
+@pytest.mark.parametrize(("state", "on_failure", "if_absent", "if_present"), TABLE)
+def test_policy_table_weights(
+    state: Health, on_failure: str, if_absent: int | None, if_present: int | None
+) -> None:
+    vs = web(on_failure)
+    want = desired_real_server(vs, vs.real_servers[0], RealServerStatus(state, DETAIL))
+    assert want.spec.key == RS_KEY
+    assert want.spec.forwarding is Forwarding.NAT
+    assert wanted_weight(want, None) == if_absent
+    assert wanted_weight(want, kernel_spec(BY_HAND)) == if_present
+
+
+@pytest.mark.parametrize(("state", "on_failure", "if_absent", "if_present"), TABLE)
+def test_policy_table_as_kernel_operations(
+    state: Health, on_failure: str, if_absent: int | None, if_present: int | None
+) -> None:
+    cfg = config(on_failure)
+    vs = cfg.virtual_servers[0]
+    table = desired(cfg, {("web", "a"): RealServerStatus(state, DETAIL)})
+    only_web = {vs.key: table[vs.key]}
+
+    # The kernel has the virtual server but not this real server.
+    empty = {vs.key: ObservedVirtualServer(vs.spec, {})}
+    ops = plan(only_web, empty)
+    if if_absent is None:
+        assert ops == []
+    else:
+        (op,) = ops
+        assert isinstance(op, AddRealServer)
+        assert (op.spec.key, op.spec.weight) == (RS_KEY, if_absent)
+
+    # The kernel has it, at a weight someone set by hand.
+    held = {
+        vs.key: ObservedVirtualServer(vs.spec, {RS_KEY: ObservedRealServer(kernel_spec(BY_HAND))})
+    }
+    ops = plan(only_web, held)
+    if if_present is None:
+        assert ops == [DeleteRealServer(vs.key, RS_KEY, reason=ops[0].reason)]
+    elif if_present == BY_HAND:
+        assert ops == []
+    else:
+        (op,) = ops
+        assert isinstance(op, EditRealServer)
+        assert (op.spec.key, op.spec.weight) == (RS_KEY, if_present)
+
+
+@pytest.mark.parametrize("state", [Health.UP, Health.DOWN, Health.UNKNOWN])
+@pytest.mark.parametrize("on_failure", ["inhibit", "remove"])
+def test_why_names_the_real_server_its_health_and_the_probe_detail(
+    state: Health, on_failure: str
+) -> None:
+    vs = web(on_failure)
+    want = desired_real_server(vs, vs.real_servers[0], RealServerStatus(state, DETAIL))
+    assert "web/a" in want.why
+    assert state.value in want.why
+    assert DETAIL in want.why
+
+
+def test_down_in_remove_mode_deletes_with_the_probe_detail_as_reason() -> None:
+    cfg = config("remove")
+    vs = cfg.virtual_servers[0]
+    table = desired(cfg, {("web", "a"): RealServerStatus(Health.DOWN, DETAIL)})
+    held = {vs.key: ObservedVirtualServer(vs.spec, {RS_KEY: ObservedRealServer(kernel_spec(3))})}
+    (op,) = plan({vs.key: table[vs.key]}, held)
+    assert isinstance(op, DeleteRealServer)
+    assert "web/a" in op.reason
+    assert DETAIL in op.reason
+
+
+def test_desired_covers_every_configured_virtual_and_real_server() -> None:
+    cfg = config("inhibit")
+    web_vs, api_vs = cfg.virtual_servers
+    status = {
+        ("web", "a"): RealServerStatus(Health.UP, "tcp: ok"),
+        ("api", "a"): RealServerStatus(Health.DOWN, "tcp: refused"),
+        # ("api", "b") has no verdict yet
+    }
+    table = desired(cfg, status)
+    assert set(table) == {web_vs.key, api_vs.key}
+    assert table[web_vs.key].spec == web_vs.spec
+    assert table[api_vs.key].spec == api_vs.spec
+
+    api = table[api_vs.key].real_servers
+    assert set(api) == {RealServerKey("192.168.1.1", 443), RealServerKey("192.168.1.2", 443)}
+    # The same address in two virtual servers is judged per virtual server.
+    assert table[web_vs.key].real_servers[RS_KEY].spec.weight == CONFIGURED
+    assert api[RealServerKey("192.168.1.1", 443)].spec.weight == 0
+    assert "refused" in api[RealServerKey("192.168.1.1", 443)].why
+    # No verdict: treated as UNKNOWN.
+    b = api[RealServerKey("192.168.1.2", 443)]
+    assert b.adopt_weight
+    assert "api/b" in b.why
+    assert UNKNOWN.why in b.why
