@@ -135,7 +135,15 @@ class Reconciler:
             self._dirty.clear()
             self._last_pass = loop.time()
             self._current = asyncio.ensure_future(self.reconcile_once())
-            result = await asyncio.shield(self._current)
+            try:
+                result = await asyncio.shield(self._current)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop reconciliation: log it, retry the pass
+                log.exception("reconcile pass crashed; retrying in %gs", RETRY_AFTER_ERROR_S)
+                self.stats.failed_passes += 1
+                loop.call_later(RETRY_AFTER_ERROR_S, self.poke)
+                continue
             if not result.ok:
                 loop.call_later(RETRY_AFTER_ERROR_S, self.poke)
 

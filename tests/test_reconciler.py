@@ -210,3 +210,44 @@ async def test_pokes_are_merged_and_the_periodic_pass_runs_without_them() -> Non
         await task
     assert poked == 1  # twenty pokes, one pass
     assert 1 <= periodic <= 3  # then every interval_s on its own
+
+
+class ExplodingPort(FlakyPort):
+    """A port whose dump raises something unexpected once (a bug, not a kernel error)."""
+
+    def __init__(self, inner: FakeIpvs) -> None:
+        super().__init__(inner, AddRealServer, IpvsTransient("unused"))
+        self.exploded = False
+
+    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+        if not self.exploded:
+            self.exploded = True
+            raise KeyError("unexpected attribute in a dump")
+        return await self.inner.dump(keys)
+
+    async def apply(self, op: Op) -> None:
+        await self.inner.apply(op)
+
+
+async def test_an_unexpected_error_in_a_pass_does_not_stop_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeIpvs()
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = Reconciler(
+        port=ExplodingPort(fake),
+        desired=lambda: policy.desired(CONFIG, status),
+        interval_s=30,
+        min_interval_s=0.0,
+    )
+    task = asyncio.create_task(rec.run())
+    rec.poke()
+    for _ in range(60):
+        await asyncio.sleep(0.05)
+        if fake.snapshot([VS]):
+            break
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert weights(fake) == {"192.168.1.101:80": 3, "192.168.1.102:80": 3}
+    assert "reconcile pass crashed" in caplog.text
