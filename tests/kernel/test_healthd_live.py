@@ -165,13 +165,14 @@ def test_dry_run_on_the_live_kernel_changes_nothing(
     caplog.set_level(logging.INFO)
     with InProcessDaemon(seed_config(), dry_run=True) as running:
         running.wait_ready()
+        wanted = (
+            "would edit real server TCP 10.0.0.1:80 -> 192.168.1.101:80 nat weight 0",
+            "would edit real server TCP 10.0.0.1:80 -> 192.168.1.102:80 nat weight 1",
+        )
         wait_until(
-            lambda: (
-                "would edit real server TCP 10.0.0.1:80 -> 192.168.1.101:80 nat weight 0"
-                in caplog.text
-            ),
+            lambda: all(w in caplog.text for w in wanted),
             20,
-            "dry-run never planned the weight change",
+            "dry-run never planned the weight changes",
         )
     assert ipvsadm.run("-Ln") == before
     text = caplog.text

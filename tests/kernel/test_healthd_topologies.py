@@ -114,8 +114,10 @@ virtual_servers:
 def test_fwmark_virtual_server(nat_topo: NatTopology, ipvsadm: Ipvsadm) -> None:
     rules = (
         "table ip hd_fwmark {\n"
-        "  chain pre { type filter hook prerouting priority mangle;\n"
-        "    ip daddr 10.0.0.1 tcp dport 8080 meta mark set 7 }\n"
+        "  chain pre {\n"
+        "    type filter hook prerouting priority mangle;\n"
+        "    ip daddr 10.0.0.1 tcp dport 8080 meta mark set 7\n"
+        "  }\n"
         "}\n"
     )
     subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
