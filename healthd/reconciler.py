@@ -11,6 +11,7 @@ logged and counted, and retried on a pass one second later; the loop never dies 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -165,6 +166,11 @@ class Reconciler:
         self.observed = observed
         ops = plan(desired, observed)
         applied, failed = await self._apply_all(ops)
+        if applied:  # keep the snapshot that metrics and status read true to the kernel
+            with contextlib.suppress(IpvsError, TimeoutError, OSError):
+                self.observed = await asyncio.wait_for(
+                    self._port.dump(desired.keys()), self._op_timeout_s
+                )
         ok = not failed
         return self._finish(PassResult(ok, time.monotonic() - started, applied, failed))
 

@@ -251,3 +251,15 @@ async def test_an_unexpected_error_in_a_pass_does_not_stop_the_loop(
         await task
     assert weights(fake) == {"192.168.1.101:80": 3, "192.168.1.102:80": 3}
     assert "reconcile pass crashed" in caplog.text
+
+
+async def test_the_snapshot_shows_the_kernel_after_the_pass_applied_changes() -> None:
+    fake = FakeIpvs()
+    status = {("web", "web-1"): UP, ("web", "web-2"): DOWN}
+    rec = make(fake, status)
+    await rec.reconcile_once()
+    have = rec.observed[VS].real_servers
+    assert {str(k): v.spec.weight for k, v in have.items()} == {
+        "192.168.1.101:80": 3,
+        "192.168.1.102:80": 0,
+    }
