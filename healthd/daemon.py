@@ -59,6 +59,7 @@ class Daemon:
             Sources(
                 config=lambda: self.config,
                 status=self.book.status,
+                states=self.states,
                 desired=lambda: self._desired,
                 observed=lambda: self.reconciler.observed,
             )
@@ -71,6 +72,10 @@ class Daemon:
             max_concurrent=self.config.max_concurrent_probes,
         )
         self.stopping = asyncio.Event()
+
+    def states(self) -> dict[tuple[str, str], str]:
+        """What an operator sees for each real server (health, or later an override)."""
+        return {rs_id: status.health.value for rs_id, status in self.book.status().items()}
 
     def compute_desired(self) -> Desired:
         self._desired = policy.desired(self.config, self.book.status())

@@ -17,9 +17,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from healthd import __version__
 from healthd.checkspec import ProbeResult
 from healthd.config.types import Config
-from healthd.model import Desired, Health, Observed
+from healthd.model import Desired, Observed
 from healthd.plan import wanted_weight
-from healthd.policy import RealServerStatus
+from healthd.policy import REAL_SERVER_STATES, RealServerStatus
 from healthd.reconciler import PassResult, op_kind
 from healthd.state import Subscriber
 
@@ -48,6 +48,8 @@ class Sources:
 
     config: Callable[[], Config]
     status: Callable[[], Mapping[tuple[str, str], RealServerStatus]]
+    # (virtual server, real server) -> one of policy.REAL_SERVER_STATES
+    states: Callable[[], Mapping[tuple[str, str], str]]
     desired: Callable[[], Desired]
     observed: Callable[[], Observed]
 
@@ -58,7 +60,7 @@ class StateCollector:
 
     def collect(self) -> Iterable[Metric]:
         config = self._sources.config()
-        status = self._sources.status()
+        states = self._sources.states()
         desired = self._sources.desired()
         observed = self._sources.observed()
         labels = ["virtual_server", "real_server"]
@@ -87,10 +89,9 @@ class StateCollector:
             have_vs = observed.get(vs.key)
             for rs in vs.real_servers:
                 names = [vs.name, rs.name]
-                current = status.get((vs.name, rs.name))
-                for h in Health:
-                    on = current is not None and current.health is h
-                    state.add_metric([*names, h.value], 1.0 if on else 0.0)
+                current = states.get((vs.name, rs.name), "unknown")
+                for name in REAL_SERVER_STATES:
+                    state.add_metric([*names, name], 1.0 if name == current else 0.0)
                 configured.add_metric(names, rs.weight)
                 have = have_vs.real_servers.get(rs.key) if have_vs else None
                 if want_vs is not None and rs.key in want_vs.real_servers:

@@ -39,6 +39,9 @@ class RealServerStatus:
 
 UNKNOWN = RealServerStatus(Health.UNKNOWN, "no verdict yet")
 
+# What an operator sees for a real server (status, metrics): health, or an operator override.
+REAL_SERVER_STATES = ("up", "down", "unknown", "draining", "drained", "maintenance")
+
 # (virtual server name, real server name) -> status
 StatusMap = Mapping[tuple[str, str], RealServerStatus]
 
