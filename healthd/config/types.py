@@ -33,6 +33,15 @@ class CheckConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """Commands run (no shell, with a timeout) when a real server or a pool goes up or down."""
+
+    up: tuple[str, ...] = ()
+    down: tuple[str, ...] = ()
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class RealServerConfig:
     name: str
     address: str
@@ -40,6 +49,7 @@ class RealServerConfig:
     weight: int
     forwarding: Forwarding
     checks: tuple[CheckConfig, ...]
+    notify: NotifyConfig | None = None
 
     @property
     def key(self) -> RealServerKey:
@@ -59,6 +69,7 @@ class VirtualServerConfig:
     spec: VirtualServerSpec
     on_failure: OnFailure
     real_servers: tuple[RealServerConfig, ...]
+    notify_pool: NotifyConfig | None = None  # the pool has no up real server / has one again
 
     @property
     def key(self) -> VirtualServerKey:
@@ -91,9 +102,34 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """The control API: a root-only unix socket, and optionally TCP with a bearer token."""
+
+    socket: str = "/run/healthd/healthd.sock"
+    listen_host: str | None = None
+    listen_port: int = 0
+    token_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptsConfig:
+    user: str | None = "nobody"  # script checks and notify commands run as this user (when root)
+    insecure: bool = False  # allow scripts (or their directories) writable by non-root users
+
+
+@dataclass(frozen=True, slots=True)
+class EventsConfig:
+    file: str | None = None  # JSON lines: a path, "-" for stdout, None for off
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     virtual_servers: tuple[VirtualServerConfig, ...]
     metrics: MetricsConfig = MetricsConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     max_concurrent_probes: int = 1024
+    control: ControlConfig = ControlConfig()
+    state_file: str = "/var/lib/healthd/state.json"
+    scripts: ScriptsConfig = ScriptsConfig()
+    events: EventsConfig = EventsConfig()
