@@ -37,6 +37,8 @@ class ProbeResult:
     detail: str  # human readable, e.g. "HTTP GET 192.168.1.102:80/healthz: status 503"
     duration_s: float
     http_status: int | None = None
+    # HTTPS: the server certificate's notAfter (Unix time), when the handshake showed one.
+    tls_not_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ class HttpCheck:
 class ScriptCheck:
     command: tuple[str, ...]
     max_output_bytes: int = 4096
+    user: str | None = None  # run as this user when healthd is root (config: scripts.user)
 
     kind = "script"
 

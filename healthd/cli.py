@@ -1,4 +1,5 @@
-"""``healthd run -c FILE [--dry-run]`` and ``healthd check-config FILE``."""
+"""``healthd run -c FILE [--dry-run]``, ``healthd check-config FILE``, and the operator verbs
+(status, drain, maint, ready, weight, reload) that talk to a running daemon."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from healthd import __version__, config, logs
+from healthd import __version__, config, logs, scriptsec
+from healthd.control import commands
 from healthd.daemon import StartupError
 from healthd.daemon import main as daemon_main
 
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check-config", help="validate a config file (exit 0 if valid)")
     check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    commands.add_parsers(sub, DEFAULT_CONFIG)
     return parser
 
 
@@ -42,6 +45,8 @@ def _print_errors(error: config.ConfigError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in commands.VERBS:
+        return commands.run(args)
     if args.command == "check-config":
         try:
             cfg = config.load(args.file)
@@ -58,6 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_errors(exc)
         print(f"healthd: refusing to start: {args.config} is invalid", file=sys.stderr)
         return 1
+    # -- script security (scriptsec): refuse programs a non-root user could change --
+    insecure = scriptsec.check_config_scripts(cfg)
+    if insecure:
+        for line in insecure:
+            print(line, file=sys.stderr)
+        print(
+            f"healthd: refusing to start: the programs {args.config} runs are not safe to run"
+            " (make them and their directories root-owned and not writable by group or"
+            " others; scripts.insecure: true allows them anyway)",
+            file=sys.stderr,
+        )
+        return 1
+    # -- end script security --
     try:
         asyncio.run(daemon_main(cfg, dry_run=args.dry_run))
     except StartupError as exc:

@@ -15,19 +15,24 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from healthd import api, policy
+from healthd import __version__, api, config, statefile, status
 from healthd.checkspec import ProbeResult
 from healthd.config.types import Config, OnStop
+from healthd.control import server as control
 from healthd.ipvs.dryrun import DryRunIpvs
 from healthd.ipvs.errors import IpvsError, IpvsUnavailable
 from healthd.ipvs.port import IpvsPort
-from healthd.metrics import Metrics, Sources
+from healthd.metrics import Metrics, Sources, TimedPort
 from healthd.model import Desired
+from healthd.overrides import Override, OverrideKind, next_expiry
 from healthd.reconciler import PassResult, Reconciler
+from healthd.runtime import Runtime
 from healthd.scheduler import Scheduler
 from healthd.state import HealthBook, Outcome, ProbeKey
 
@@ -45,10 +50,15 @@ class Daemon:
     dry_run: bool = False
 
     def __post_init__(self) -> None:
-        self.book = HealthBook.from_config(self.config)
-        self._desired: Desired = {}
+        self.started_at = time.time()
+        self.runtime = Runtime(self.config, now=self.started_at)
+        for line in self.runtime.restore(statefile.load(self.config.state_file), time.time()):
+            log.warning("saved state: dropped %s", line)
+        self._expiry: asyncio.TimerHandle | None = None
+        self._drained: set[tuple[str, str]] = set()
         self.reconciler = Reconciler(
-            port=self.port,
+            # metrics: every kernel request counted and timed by operation
+            port=TimedPort(self.port, lambda op, s, ok: self.metrics.observe_request(op, s, ok)),
             desired=self.compute_desired,
             interval_s=self.config.reconcile.interval_s,
             min_interval_s=self.config.reconcile.min_interval_s,
@@ -58,34 +68,41 @@ class Daemon:
         self.metrics = Metrics(
             Sources(
                 config=lambda: self.config,
-                status=self.book.status,
+                status=lambda: self.book.status(),
                 states=self.states,
-                desired=lambda: self._desired,
+                desired=lambda: self.runtime.last_desired,
                 observed=lambda: self.reconciler.observed,
+                in_flight=lambda: self.scheduler.in_flight,
             )
         )
-        for subscribers in self.book.probes.values():
-            self.metrics.add_series(subscribers)
+        self.metrics.sync_series(self.config)
         self.scheduler = Scheduler(
             self.book.probes,
             self.on_result,
             max_concurrent=self.config.max_concurrent_probes,
+            on_delay=self.metrics.observe_schedule_delay,
         )
         self.stopping = asyncio.Event()
 
+    @property
+    def book(self) -> HealthBook:
+        return self.runtime.book
+
     def states(self) -> dict[tuple[str, str], str]:
-        """What an operator sees for each real server (health, or later an override)."""
-        return {rs_id: status.health.value for rs_id, status in self.book.status().items()}
+        """What an operator sees for each real server: health, or an override's state."""
+        return self.runtime.states(self.reconciler.observed, time.time())
 
     def compute_desired(self) -> Desired:
-        self._desired = policy.desired(self.config, self.book.status())
-        return self._desired
+        return self.runtime.desired(time.time())
 
     def on_result(self, key: ProbeKey, result: ProbeResult) -> None:
+        outcome = self.runtime.record(key, result, time.time())
+        if outcome is None:
+            return  # the probe left the config with a reload
         self.metrics.observe_probe(self.book.probes[key], result)
-        outcome = self.book.record(key, result)
         self._log_outcome(key, outcome)
         if outcome.real_server_changes:
+            self.metrics.refresh_states()  # metrics: count the transition now
             self.reconciler.poke()
 
     def _log_outcome(self, key: ProbeKey, outcome: Outcome) -> None:
@@ -115,6 +132,134 @@ class Daemon:
 
     def _on_pass(self, result: PassResult) -> None:
         self.metrics.observe_pass(result)
+        self.metrics.refresh_states()  # metrics: overrides, drains, expiries since the last pass
+        if result.ok:
+            if self.runtime.forget_departed(self.reconciler.observed):
+                self._save_state()
+            self._note_drains()
+
+    def _note_drains(self) -> None:
+        """Log once when a drained real server has no connection left."""
+        states = self.states()
+        for rs_id, state in states.items():
+            if state == "drained" and rs_id not in self._drained:
+                log.info("real server %s/%s: drain complete, no connection left", *rs_id)
+            if state != "drained":
+                self._drained.discard(rs_id)
+            else:
+                self._drained.add(rs_id)
+
+    # ---- operator actions (the control API calls these) ----------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        daemon = {
+            "version": __version__,
+            "config": self.config.path,
+            "dry_run": self.dry_run,
+            "ready": self.reconciler.ready.is_set(),
+            "started_at": self.started_at,
+        }
+        return status.build(self.runtime, self.reconciler.observed, time.time(), daemon)
+
+    def override(
+        self,
+        virtual_server: str,
+        real_server: str,
+        action: str,
+        *,
+        owner: str,
+        weight: int | None = None,
+        ttl_s: float | None = None,
+        reason: str = "",
+    ) -> str:
+        now = time.time()
+        new = None
+        if action != "ready":
+            new = Override(
+                kind=OverrideKind(action),
+                owner=owner,
+                reason=reason,
+                created_at=now,
+                expires_at=None if ttl_s is None else now + ttl_s,
+                weight=weight,
+            )
+        previous = self.runtime.overrides.get((virtual_server, real_server))
+        self.runtime.set_override(virtual_server, real_server, new)
+        if new is None:
+            text = f"{virtual_server}/{real_server}: back to health-driven control"
+            if previous is not None:
+                text += f" (was {previous.describe(now)})"
+        else:
+            text = f"{virtual_server}/{real_server}: {new.describe(now)}"
+        log.info("override: %s", text)
+        self._save_state()
+        self._arm_expiry()
+        self.reconciler.poke()
+        return text
+
+    def _save_state(self) -> None:
+        try:
+            statefile.save(self.config.state_file, self.runtime.saved_state())
+        except OSError as exc:
+            log.error("cannot save state to %s: %s", self.config.state_file, exc)
+
+    def _arm_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        when = next_expiry(self.runtime.overrides)
+        if when is not None:
+            delay = max(0.0, when - time.time()) + 0.01
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        for (vs, rs), override in self.runtime.expire(time.time()):
+            log.info(
+                "override: %s/%s: %s expired, back to health-driven control",
+                vs,
+                rs,
+                override.describe(),
+            )
+        self._save_state()
+        self._arm_expiry()
+        self.reconciler.poke()
+
+    async def reload(self) -> tuple[bool, str]:
+        """Load the config file again and apply only the difference; invalid: nothing changes."""
+        path = self.config.path
+        try:
+            new = config.load(path)
+        except config.ConfigError as exc:
+            for issue in exc.issues:
+                log.error("reload refused: %s", issue)
+            self.metrics.observe_reload(False)
+            return False, "reload refused, the running config is unchanged:\n" + str(exc)
+        refused = self._check_new_config(new)
+        if refused:
+            for line in refused:
+                log.error("reload refused: %s", line)
+            self.metrics.observe_reload(False)
+            return False, "reload refused, the running config is unchanged:\n" + "\n".join(refused)
+        summary = self.runtime.apply_config(new, time.time())
+        self.config = new
+        self.scheduler.update(self.book.probes)
+        self.metrics.sync_series(self.book)
+        self._save_state()
+        self._arm_expiry()
+        self.reconciler.poke()
+        self.metrics.observe_reload(True)
+        message = f"reloaded {path}: {summary.describe()}"
+        log.info("%s", message)
+        return True, message
+
+    def _check_new_config(self, new: Config) -> list[str]:
+        """What makes a valid config unusable by this running daemon."""
+        refused = []
+        if new.control.socket != self.config.control.socket:
+            refused.append("control.socket cannot change on reload (restart healthd)")
+        if new.metrics != self.config.metrics:
+            refused.append("metrics cannot change on reload (restart healthd)")
+        return refused
 
     async def run(self) -> None:
         """Run until ``stopping`` is set."""
@@ -128,6 +273,18 @@ class Daemon:
                     f"cannot listen on {self.config.metrics.host}:{self.config.metrics.port} "
                     f"for metrics: {exc.strerror or exc}"
                 ) from exc
+        control_runners: list[web.AppRunner] = []
+        if self.config.control.enabled:
+            try:
+                control_runners = await control.start(self, self.config.control)
+            except OSError as exc:
+                if runner is not None:
+                    await runner.cleanup()
+                raise StartupError(
+                    f"cannot serve the control API on {self.config.control.socket}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+        self._arm_expiry()
         mode = "dry-run (the kernel is not touched)" if self.dry_run else "live"
         log.info(
             "started in %s mode: %d virtual servers, %d real servers, %d distinct probes",
@@ -140,6 +297,7 @@ class Daemon:
         reconcile = asyncio.create_task(self.reconciler.run(), name="reconciler")
         self.reconciler.poke()  # first pass now: adopt the table, create what is missing
         stop = asyncio.create_task(self.stopping.wait())
+        lag = asyncio.create_task(self.metrics.watch_event_loop(), name="loop-lag")  # metrics
         try:
             done, _ = await asyncio.wait(
                 {probes, reconcile, stop}, return_when=asyncio.FIRST_COMPLETED
@@ -149,9 +307,9 @@ class Daemon:
                     raise task.exception()  # type: ignore[misc]
         finally:
             log.info("stopping: cancelling probes, finishing the reconcile pass in flight")
-            for task in (probes, reconcile, stop):
+            for task in (probes, reconcile, stop, lag):
                 task.cancel()
-            for task in (probes, reconcile, stop):
+            for task in (probes, reconcile, stop, lag):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.reconciler.finish()
@@ -163,6 +321,7 @@ class Daemon:
                     len(result.failed),
                 )
             await self.port.close()
+            await control.stop(control_runners, self.config.control)
             if runner is not None:
                 await runner.cleanup()
             log.info("stopped")
@@ -193,13 +352,22 @@ async def main(config: Config, *, dry_run: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _stop, daemon, sig)
+    reloads: set[asyncio.Task[tuple[bool, str]]] = set()
+
+    def _reload() -> None:
+        log.info("received SIGHUP: reloading %s", daemon.config.path)
+        task = asyncio.create_task(daemon.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, _reload)
     try:
         await daemon.run()
     except StartupError:
         await port.close()
         raise
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 

@@ -183,12 +183,18 @@ class DesiredRealServer:
     adopt_weight: bool = False
     add_if_absent: bool = True
     present: bool = True
+    # Leaving (removed from the config, inhibit mode): weight 0 until the kernel counts no
+    # connection to it, then deleted; never added.
+    drain_then_delete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class DesiredVirtualServer:
     spec: VirtualServerSpec
     real_servers: Mapping[RealServerKey, DesiredRealServer]
+    # Removed from the config: its real servers drain and are deleted, then it is deleted.
+    retire: bool = False
+    why: str = ""
 
 
 Desired = Mapping[VirtualServerKey, DesiredVirtualServer]

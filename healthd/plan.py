@@ -23,8 +23,10 @@ from healthd.model import (
     EditRealServer,
     EditVirtualServer,
     Observed,
+    ObservedRealServer,
     ObservedVirtualServer,
     Op,
+    Protocol,
     RealServerKey,
     RealServerSpec,
     VirtualServerKey,
@@ -72,8 +74,10 @@ def _rs_changes(want: RealServerSpec, have: RealServerSpec) -> list[str]:
 
 def wanted_weight(want: DesiredRealServer, have: RealServerSpec | None) -> int | None:
     """The weight healthd wants in the kernel given what is there; None: wants it absent."""
-    if not want.present:
+    if not want.present or (want.drain_then_delete and have is None):
         return None
+    if want.drain_then_delete:
+        return 0
     if have is None:
         return want.spec.weight if want.add_if_absent else None
     return have.weight if want.adopt_weight else want.spec.weight
@@ -91,9 +95,50 @@ def _target_spec(want: DesiredRealServer, have: RealServerSpec) -> RealServerSpe
     return want.spec
 
 
+def _drains(key: VirtualServerKey) -> bool:
+    """UDP has no connection end to wait for: its entries only time out, so it is cut at once."""
+    return key.protocol is not Protocol.UDP
+
+
+def _busy(seen: ObservedRealServer) -> bool:
+    return seen.active_connections + seen.inactive_connections > 0
+
+
+def _plan_leaving(key: VirtualServerKey, seen: ObservedRealServer, why: str) -> Op | None:
+    """A real server that is leaving: weight 0 while connections remain, then deleted."""
+    if _drains(key) and _busy(seen):
+        if seen.spec.weight != 0:
+            spec = RealServerSpec(
+                seen.spec.key,
+                seen.spec.forwarding,
+                0,
+                seen.spec.upper_threshold,
+                seen.spec.lower_threshold,
+            )
+            return EditRealServer(key, spec, reason=f"weight {seen.spec.weight} -> 0; {why}")
+        return None
+    return DeleteRealServer(key, seen.spec.key, reason=f"{why}; no connections left")
+
+
+def _plan_retiring(want: DesiredVirtualServer, have: ObservedVirtualServer | None) -> list[Op]:
+    key = want.spec.key
+    if have is None:
+        return []
+    ops: list[Op] = []
+    for rs_key in sorted(have.real_servers, key=_key_order):
+        op = _plan_leaving(key, have.real_servers[rs_key], f"virtual server {want.why}")
+        if op is not None:
+            ops.append(op)
+    if not have.real_servers:
+        ops.append(DeleteVirtualServer(key, reason=f"{want.why}; no real server left"))
+    return ops
+
+
 def _plan_virtual_server(
     want: DesiredVirtualServer, have: ObservedVirtualServer | None
 ) -> list[Op]:
+    if want.retire:
+        return _plan_retiring(want, have)
     key = want.spec.key
     real_servers = sorted(want.real_servers.values(), key=lambda d: _rs_order(d.spec))
     if have is None:
@@ -101,7 +146,7 @@ def _plan_virtual_server(
         ops.extend(
             AddRealServer(key, d.spec, reason=d.why)
             for d in real_servers
-            if d.present and d.add_if_absent
+            if d.present and d.add_if_absent and not d.drain_then_delete
         )
         return ops
     ops = []
@@ -116,7 +161,13 @@ def _plan_virtual_server(
             deletes.append(DeleteRealServer(key, rs_key, reason="not in the configuration"))
     for d in real_servers:
         seen = have.real_servers.get(d.spec.key)
-        if not d.present:
+        if d.drain_then_delete:
+            leaving = _plan_leaving(key, seen, d.why) if seen is not None else None
+            if isinstance(leaving, DeleteRealServer):
+                deletes.append(leaving)
+            elif leaving is not None:
+                edits.append(leaving)
+        elif not d.present:
             if seen is not None:
                 deletes.append(DeleteRealServer(key, d.spec.key, reason=d.why))
         elif seen is None:

@@ -17,7 +17,7 @@ until the checks have spoken, so a healthy pool never flaps.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from healthd.config.types import Config, RealServerConfig, VirtualServerConfig
 from healthd.model import (
@@ -27,8 +27,11 @@ from healthd.model import (
     Health,
     OnFailure,
     RealServerKey,
+    RealServerSpec,
     VirtualServerKey,
+    VirtualServerSpec,
 )
+from healthd.overrides import Override, OverrideKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,30 +50,82 @@ StatusMap = Mapping[tuple[str, str], RealServerStatus]
 
 
 def desired_real_server(
-    vs: VirtualServerConfig, rs: RealServerConfig, status: RealServerStatus
+    vs: VirtualServerConfig,
+    rs: RealServerConfig,
+    status: RealServerStatus,
+    override: Override | None = None,
 ) -> DesiredRealServer:
-    """The desired kernel state of one real server."""
+    """The desired kernel state of one real server (overrides: see overrides.py)."""
+    if override is not None and override.kind in (OverrideKind.DRAIN, OverrideKind.MAINT):
+        return DesiredRealServer(
+            rs.spec(weight=0), why=f"{vs.name}/{rs.name} {override.describe()}"
+        )
+    weight = rs.weight
+    if (
+        override is not None
+        and override.kind is OverrideKind.WEIGHT
+        and override.weight is not None
+    ):
+        weight = override.weight
     label = f"{vs.name}/{rs.name} {status.health.value}"
     why = f"{label}: {status.why}" if status.why else label
+    if override is not None:
+        why += f"; {override.describe()}"
     inhibit = vs.on_failure is OnFailure.INHIBIT
     if status.health is Health.UP:
-        return DesiredRealServer(rs.spec(), why=why)
+        return DesiredRealServer(rs.spec(weight), why=why)
     if status.health is Health.DOWN:
         if inhibit:
             return DesiredRealServer(rs.spec(weight=0), why=why)
-        return DesiredRealServer(rs.spec(), why=why, present=False)
+        return DesiredRealServer(rs.spec(weight), why=why, present=False)
     if inhibit:
         return DesiredRealServer(rs.spec(weight=0), why=why, adopt_weight=True)
-    return DesiredRealServer(rs.spec(), why=why, adopt_weight=True, add_if_absent=False)
+    return DesiredRealServer(rs.spec(weight), why=why, adopt_weight=True, add_if_absent=False)
 
 
-def desired(config: Config, status: StatusMap) -> Desired:
-    """The desired table for every virtual server in the config."""
+@dataclass(frozen=True, slots=True)
+class Retiring:
+    """What a reload removed and healthd still owns until it has left the kernel.
+
+    ``virtual_servers``: removed whole (drained, then deleted).  ``real_servers``: removed from a
+    virtual server that stays, in inhibit mode (drained, then deleted).
+    """
+
+    virtual_servers: Mapping[VirtualServerKey, VirtualServerSpec] = field(default_factory=dict)
+    real_servers: Mapping[VirtualServerKey, Mapping[RealServerKey, RealServerSpec]] = field(
+        default_factory=dict
+    )
+
+
+def desired(
+    config: Config,
+    status: StatusMap,
+    overrides: Mapping[tuple[str, str], Override] | None = None,
+    retiring: Retiring | None = None,
+) -> Desired:
+    """The desired table: every virtual server in the config, and what a reload is retiring."""
+    overrides = overrides or {}
     table: dict[VirtualServerKey, DesiredVirtualServer] = {}
     for vs in config.virtual_servers:
-        real_servers: dict[RealServerKey, DesiredRealServer] = {
-            rs.key: desired_real_server(vs, rs, status.get((vs.name, rs.name), UNKNOWN))
-            for rs in vs.real_servers
-        }
+        real_servers: dict[RealServerKey, DesiredRealServer] = {}
+        for rs in vs.real_servers:
+            rs_id = (vs.name, rs.name)
+            real_servers[rs.key] = desired_real_server(
+                vs, rs, status.get(rs_id, UNKNOWN), overrides.get(rs_id)
+            )
+        if retiring is not None:
+            for rs_key, rs_spec in retiring.real_servers.get(vs.key, {}).items():
+                if rs_key not in real_servers:
+                    real_servers[rs_key] = DesiredRealServer(
+                        replace(rs_spec, weight=0),
+                        why="removed from the configuration: draining",
+                        drain_then_delete=True,
+                    )
         table[vs.key] = DesiredVirtualServer(vs.spec, real_servers)
+    if retiring is not None:
+        for key, spec in retiring.virtual_servers.items():
+            if key not in table:
+                table[key] = DesiredVirtualServer(
+                    spec, {}, retire=True, why="removed from the configuration"
+                )
     return table

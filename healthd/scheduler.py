@@ -48,14 +48,37 @@ class Scheduler:
         self.in_flight = 0
         self.completed = 0
         self.last_progress = time.monotonic()  # wall of the last completed probe (watchdog)
+        self._tasks: dict[ProbeKey, asyncio.Task[None]] | None = None  # while running
 
     async def run(self) -> None:
         """Probe until cancelled; cancelling stops every probe and cleans it up."""
-        async with asyncio.TaskGroup() as group:
-            for key in self._keys:
-                group.create_task(self._loop(key), name=f"probe {key.describe()}")
-            if not self._keys:
-                await asyncio.Event().wait()
+        self._tasks = {}
+        try:
+            self.update(self._keys)
+            await asyncio.Event().wait()
+        finally:
+            tasks = list(self._tasks.values())
+            self._tasks = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def update(self, keys: Iterable[ProbeKey]) -> tuple[int, int]:
+        """Probe exactly ``keys`` from now on: start new ones, stop the ones not listed.
+
+        Probes that stay keep their schedule.  Returns (started, stopped).
+        """
+        wanted = dict.fromkeys(keys)
+        self._keys = list(wanted)
+        if self._tasks is None:
+            return (0, 0)  # not running: run() starts them
+        stopped = [k for k in self._tasks if k not in wanted]
+        for key in stopped:
+            self._tasks.pop(key).cancel()
+        started = [k for k in wanted if k not in self._tasks]
+        for key in started:
+            self._tasks[key] = asyncio.create_task(self._loop(key), name=f"probe {key.describe()}")
+        return (len(started), len(stopped))
 
     async def probe_once(self, key: ProbeKey) -> ProbeResult:
         """One probe with its timeout; never raises except CancelledError."""

@@ -85,6 +85,23 @@ class HealthBook:
                 book._status[rs_id] = book._compute(rs_id)
         return book
 
+    def carry_over(self, new_config: Config) -> HealthBook:
+        """A book for a reloaded config that keeps the state of every probe that is unchanged.
+
+        A probe is unchanged when its spec, target and timing are: its check state and last
+        result carry over, so an unchanged real server keeps its verdict (a down one stays
+        down).  A changed check starts again from its initial state.
+        """
+        book = HealthBook.from_config(new_config)
+        for key in book.states:
+            if key in self.states:
+                book.states[key] = self.states[key]
+                if key in self.last:
+                    book.last[key] = self.last[key]
+        for rs_id in book._status:
+            book._status[rs_id] = book._compute(rs_id)
+        return book
+
     def status(self) -> Mapping[RealServerId, RealServerStatus]:
         return self._status
 

@@ -123,3 +123,23 @@ async def test_cancelling_the_scheduler_leaves_no_task() -> None:
     await run_for(s, 0.3)
     await asyncio.sleep(0)
     assert {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} == set()
+
+
+async def test_update_starts_new_probes_stops_removed_ones_and_keeps_the_rest() -> None:
+    seen: list[int] = []
+
+    async def probe(spec: CheckSpec, target: Target) -> ProbeResult:
+        seen.append(target.port)
+        return ok(spec, target)
+
+    s = Scheduler([key(1), key(2)], lambda k, r: None, probe=probe, jitter=0.0)
+    task = asyncio.create_task(s.run())
+    await asyncio.sleep(0.35)
+    assert s.update([key(2), key(3)]) == (1, 1)
+    seen.clear()
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert 1 not in seen
+    assert seen.count(2) >= 4 and seen.count(3) >= 3

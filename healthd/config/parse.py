@@ -19,6 +19,7 @@ from healthd.config.checks import (
     resolve_timing,
     timing_fields,
 )
+from healthd.config.scriptuser import with_scripts_user
 from healthd.config.settings import TOP_LEVEL_SETTINGS, parse_notify, parse_settings
 from healthd.config.source import ConfigError, Cursor, Issues, compose
 from healthd.config.types import (
@@ -99,7 +100,8 @@ def _parse_root(cur: Cursor, file: str) -> Config | None:
         pairs = list(zip(where, virtual_servers, strict=True))
         _unique([(c, v.name, v.name) for c, v in pairs], "name")
         _unique([(c, v.name, str(v.key)) for c, v in pairs], "address")
-    return Config(path=file, virtual_servers=tuple(virtual_servers), **settings)
+    config = Config(path=file, virtual_servers=tuple(virtual_servers), **settings)
+    return with_scripts_user(config)  # script checks run as scripts.user (part of their spec)
 
 
 def _unique(items: list[tuple[Cursor, str, str]], what: str) -> None:

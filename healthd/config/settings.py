@@ -96,8 +96,10 @@ def _reconcile(cur: Cursor) -> ReconcileConfig:
 
 
 def _control(cur: Cursor) -> ControlConfig:
-    fields = cur.mapping(frozenset({"socket", "listen", "token_file"})) or {}
+    fields = cur.mapping(frozenset({"socket", "listen", "token_file", "enabled"})) or {}
     config = ControlConfig()
+    if "enabled" in fields:
+        config = replace(config, enabled=fields["enabled"].boolean() is not False)
     if "socket" in fields:
         config = replace(config, socket=_absolute(fields["socket"]) or config.socket)
     if "token_file" in fields:

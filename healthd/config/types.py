@@ -106,6 +106,7 @@ class ControlConfig:
     """The control API: a root-only unix socket, and optionally TCP with a bearer token."""
 
     socket: str = "/run/healthd/healthd.sock"
+    enabled: bool = True
     listen_host: str | None = None
     listen_port: int = 0
     token_file: str | None = None

@@ -6,6 +6,7 @@ import asyncio
 import re
 import ssl
 import time
+from dataclasses import replace
 
 import h11
 
@@ -42,6 +43,37 @@ def ssl_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
             context.verify_mode = ssl.CERT_NONE
         _SSL_CONTEXTS[key] = context
     return context
+
+
+# --- TLS certificate expiry (for the healthd_check_tls_cert_expiry_timestamp_seconds metric) ---
+def peer_not_after(writer: asyncio.StreamWriter) -> float | None:
+    """The server certificate's notAfter as Unix time, or None when it cannot be read.
+
+    A verified handshake gives the decoded certificate; without verification only its DER form
+    is available, decoded with ``cryptography`` when that is installed (else None).
+    """
+    tls = writer.get_extra_info("ssl_object")
+    if not isinstance(tls, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    decoded = tls.getpeercert()
+    if decoded and isinstance(decoded.get("notAfter"), str):
+        return float(ssl.cert_time_to_seconds(str(decoded["notAfter"])))
+    der = tls.getpeercert(binary_form=True)
+    return _der_not_after(der) if der else None
+
+
+def _der_not_after(der: bytes) -> float | None:
+    try:
+        from cryptography import x509
+    except ImportError:
+        return None
+    try:
+        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+    except ValueError:
+        return None
+
+
+# --- end TLS certificate expiry ---
 
 
 def server_name(spec: HttpCheck, target: Target) -> str:
@@ -138,6 +170,7 @@ async def probe_http(spec: HttpCheck, target: Target) -> ProbeResult:
         return complete(spec, target, start, Reason.ERROR, f"ca_file: {os_error_text(exc)}")
 
     status: int | None = None
+    not_after: float | None = None  # TLS certificate expiry
     writer: asyncio.StreamWriter | None = None
     graceful = False
     try:
@@ -147,6 +180,7 @@ async def probe_http(spec: HttpCheck, target: Target) -> ProbeResult:
             ssl=context,
             server_hostname=server_name(spec, target) if context else None,
         )
+        not_after = peer_not_after(writer) if context else None  # TLS certificate expiry
         writer.write(request)
         await writer.drain()
         status = (await _read_head(conn, reader)).status_code
@@ -176,4 +210,5 @@ async def probe_http(spec: HttpCheck, target: Target) -> ProbeResult:
     finally:
         if writer is not None:
             await _close(writer, graceful)
-    return complete(spec, target, start, reason, what, http_status=status)
+    result = complete(spec, target, start, reason, what, http_status=status)
+    return result if not_after is None else replace(result, tls_not_after=not_after)

@@ -143,7 +143,8 @@ def test_inheritance_defaults_then_virtual_server_then_real_server() -> None:
 
     # The real server overrides again; its checks list replaces the virtual server's.
     assert (b.weight, b.forwarding) == (3, Forwarding.DR)
-    assert [c.spec for c in b.checks] == [TcpCheck(port=81), ScriptCheck(command=("/bin/true",))]
+    script = ScriptCheck(command=("/bin/true",), user="nobody")  # scripts.user's default
+    assert [c.spec for c in b.checks] == [TcpCheck(port=81), script]
     assert b.checks[0].timing == CheckTiming(interval_s=3.0, timeout_s=0.5, rise=1, fall=2)
     assert b.checks[1].timing == CheckTiming(interval_s=3.0, timeout_s=2.0, rise=1, fall=2)
 

@@ -208,3 +208,61 @@ async def test_not_executable_is_an_error(tmp_path: Path) -> None:
     result = await run_probe(ScriptCheck((str(path),)), TARGET)
     assert result.reason is Reason.ERROR
     assert result.detail.endswith("cannot run: permission denied")
+
+
+# ---- scripts.user: checks run as an unprivileged user when healthd is root -------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+async def test_runs_as_the_scripts_user() -> None:
+    spec = ScriptCheck(("/usr/bin/id", "-u"), user="nobody")
+    result = await run_probe(spec, TARGET)
+    assert result.ok, result
+    assert result.detail == "script /usr/bin/id for 127.0.0.1:8080: exit 0: 65534"
+    groups = await run_probe(ScriptCheck(("/usr/bin/id", "-G"), user="nobody"), TARGET)
+    assert groups.detail.endswith(": exit 0: 65534")  # nogroup only: root's groups are dropped
+
+
+async def test_without_a_user_runs_as_healthd() -> None:
+    result = await run_probe(ScriptCheck(("/usr/bin/id", "-u")), TARGET)
+    assert result.detail.endswith(f": exit 0: {os.geteuid()}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+async def test_unknown_user_is_a_clear_error() -> None:
+    spec = ScriptCheck(("/bin/true",), user="no-such-user-healthd")
+    result = await run_probe(spec, TARGET)
+    assert not result.ok
+    assert result.reason is Reason.ERROR
+    assert result.detail == (
+        "script /bin/true for 127.0.0.1:8080: cannot run as user 'no-such-user-healthd':"
+        " no such user"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+@pytest.mark.parametrize(
+    ("scripts", "uid"),
+    [
+        pytest.param("", "65534", id="default-nobody"),
+        pytest.param("scripts: {user: root}\n", "0", id="root-explicitly"),
+    ],
+)
+async def test_config_scripts_user_reaches_the_probe(scripts: str, uid: str) -> None:
+    from healthd.config import parse_text
+
+    config = parse_text(
+        scripts
+        + """
+virtual_servers:
+  - name: web
+    address: 10.0.0.1
+    port: 80
+    checks: [{type: script, command: [/usr/bin/id, -u]}]
+    real_servers: [{name: web-1, address: 127.0.0.1}]
+""",
+        "test.yaml",
+    )
+    check = config.virtual_servers[0].real_servers[0].checks[0]
+    result = await run_probe(check.spec, TARGET)
+    assert result.detail.endswith(f": exit 0: {uid}")

@@ -1,0 +1,1 @@
+"""The control API (a root-only unix socket) and its command-line client."""
