@@ -11,15 +11,18 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from healthd.config import Config, parse_text
 from healthd.daemon import Daemon, open_port
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def seed_config(
@@ -33,10 +36,14 @@ def seed_config(
     reconcile_interval: str = "1s",
     extra: str = "",
     metrics: str = "enabled: false",
+    state_dir: str | None = None,
 ) -> str:
-    """The seed topology (etc/healthd.yaml) with test timings."""
+    """The seed topology (etc/healthd.yaml) with test timings, and its own state and socket."""
+    state_dir = state_dir or tempfile.mkdtemp(prefix="healthd-test-")
     return f"""
 metrics: {{{metrics}}}
+control: {{socket: {state_dir}/healthd.sock}}
+state_file: {state_dir}/state.json
 reconcile: {{interval: {reconcile_interval}}}
 defaults:
   check: {{interval: {interval}, timeout: {timeout}, rise: {rise}, fall: {fall}}}
@@ -100,6 +107,14 @@ class InProcessDaemon:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(10)
+
+    def call_async(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Await ``fn()`` on the daemon's loop and return its result."""
+
+        async def wrapper() -> T:
+            return await fn()
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(30)
 
     def stop(self) -> None:
         if self.daemon is not None and self._thread.is_alive():
