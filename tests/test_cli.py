@@ -128,6 +128,8 @@ def test_dry_run_probes_plans_logs_and_stops_cleanly(
     config.write_text(
         f"""
 metrics: {{listen: "127.0.0.1:{metrics_port}"}}
+control: {{socket: {tmp_path}/healthd.sock}}
+state_file: {tmp_path}/state.json
 defaults: {{check: {{interval: 200ms, timeout: 100ms, rise: 2, fall: 2}}}}
 virtual_servers:
   - name: web
