@@ -96,7 +96,7 @@ def render(status: dict[str, Any], now: float | None = None) -> str:
         f"healthd {daemon.get('version', '?')}{mode}, {ready}, config {daemon.get('config')}"
     )
     header = (
-        f"  {'-> RealServer':<28} {'Name':<12} {'Fwd':<6} {'Weight':>11} {'State':<12} "
+        f"  {'-> RemoteAddress:Port':<28} {'Name':<12} {'Fwd':<6} {'Weight':>11} {'State':<12} "
         f"{'Since':>5} {'Probe':>8} {'Act':>4} {'Inact':>5}  Why"
     )
     for vs in status["virtual_servers"]:

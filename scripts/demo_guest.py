@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,29 +46,16 @@ def weights() -> dict[str, int]:
 
 
 def healthd_view() -> str:
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:9540/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError as exc:
-        return f"  (metrics unavailable: {exc})"
-    rows: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        if line.startswith("healthd_real_server_state{") and line.endswith(" 1.0"):
-            labels = dict(
-                p.split("=") for p in line[line.index("{") + 1 : line.index("}")].split(",")
-            )
-            rows.setdefault(labels["real_server"].strip('"'), {})["state"] = labels["state"].strip(
-                '"'
-            )
-        for name in ("desired_weight", "kernel_weight"):
-            if line.startswith(f"healthd_real_server_{name}{{"):
-                rs = line.split('real_server="')[1].split('"')[0]
-                rows.setdefault(rs, {})[name] = line.rsplit(" ", 1)[1]
-    return "\n".join(
-        f"  {rs:6} state={v.get('state', '?'):7} desired_weight={v.get('desired_weight', '?')}"
-        f" kernel_weight={v.get('kernel_weight', '?')}"
-        for rs, v in sorted(rows.items())
+    """`healthd status`: healthd's own view over its control socket."""
+    done = subprocess.run(
+        [sys.executable, "-m", "healthd", "status", "-c", "etc/healthd.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+    text = done.stdout if done.returncode == 0 else done.stderr
+    return "\n".join("  " + line for line in text.splitlines())
 
 
 def step(title: str, topo: object) -> None:
@@ -77,7 +63,7 @@ def step(title: str, topo: object) -> None:
     say(title)
     print("kernel table (ipvsadm -Ln):")
     print("\n".join("  " + line for line in table().splitlines()))
-    print("healthd's view (from its /metrics):")
+    print("healthd's view (healthd status):")
     print(healthd_view())
     answers = topo.request(12)  # type: ignore[attr-defined]
     print(f"12 client requests to http://10.0.0.1/ from the client namespace: {dict(answers)}")
