@@ -21,10 +21,11 @@ from typing import Any
 
 from aiohttp import web
 
-from healthd import __version__, api, config, statefile, status
+from healthd import __version__, api, config, scriptsec, statefile, status
 from healthd.checkspec import ProbeResult
 from healthd.config.types import Config, OnStop
 from healthd.control import server as control
+from healthd.host import Host
 from healthd.ipvs.dryrun import DryRunIpvs
 from healthd.ipvs.errors import IpvsError, IpvsUnavailable
 from healthd.ipvs.port import IpvsPort
@@ -83,6 +84,8 @@ class Daemon:
             on_delay=self.metrics.observe_schedule_delay,
         )
         self.stopping = asyncio.Event()
+        # host: systemd notify/watchdog, the event log, notify commands (healthd/host.py)
+        self.host = Host(lambda: self.config, dry_run=self.dry_run)
 
     @property
     def book(self) -> HealthBook:
@@ -104,6 +107,7 @@ class Daemon:
         if outcome.real_server_changes:
             self.metrics.refresh_states()  # metrics: count the transition now
             self.reconciler.poke()
+        self.host.on_outcome(self.book, key, outcome)  # host: state_change events, notify
 
     def _log_outcome(self, key: ProbeKey, outcome: Outcome) -> None:
         change = outcome.check_change
@@ -133,6 +137,8 @@ class Daemon:
     def _on_pass(self, result: PassResult) -> None:
         self.metrics.observe_pass(result)
         self.metrics.refresh_states()  # metrics: overrides, drains, expiries since the last pass
+        # host: kernel_op events, READY=1 after the first good pass, STATUS= summary
+        self.host.on_pass(result, self.states(), self.reconciler.ready.is_set())
         if result.ok:
             if self.runtime.forget_departed(self.reconciler.observed):
                 self._save_state()
@@ -192,6 +198,15 @@ class Daemon:
         else:
             text = f"{virtual_server}/{real_server}: {new.describe(now)}"
         log.info("override: %s", text)
+        self.host.events.override(
+            virtual_server=virtual_server,
+            real_server=real_server,
+            action=action,
+            weight=weight,
+            owner=owner,
+            reason=reason,
+            expires=None if new is None or new.expires_at is None else _iso(new.expires_at),
+        )
         self._save_state()
         self._arm_expiry()
         self.reconciler.poke()
@@ -220,25 +235,37 @@ class Daemon:
                 rs,
                 override.describe(),
             )
+            self.host.events.override(
+                virtual_server=vs,
+                real_server=rs,
+                action="expired",
+                owner=override.owner,
+                reason=override.reason,
+            )
         self._save_state()
         self._arm_expiry()
         self.reconciler.poke()
 
     async def reload(self) -> tuple[bool, str]:
         """Load the config file again and apply only the difference; invalid: nothing changes."""
+        self.host.reload_started()
+        ok, message = self._reload()
+        self.metrics.observe_reload(ok)
+        self.host.reload_finished(ok, message)
+        return ok, message
+
+    def _reload(self) -> tuple[bool, str]:
         path = self.config.path
         try:
             new = config.load(path)
         except config.ConfigError as exc:
             for issue in exc.issues:
                 log.error("reload refused: %s", issue)
-            self.metrics.observe_reload(False)
             return False, "reload refused, the running config is unchanged:\n" + str(exc)
         refused = self._check_new_config(new)
         if refused:
             for line in refused:
                 log.error("reload refused: %s", line)
-            self.metrics.observe_reload(False)
             return False, "reload refused, the running config is unchanged:\n" + "\n".join(refused)
         summary = self.runtime.apply_config(new, time.time())
         self.config = new
@@ -247,14 +274,13 @@ class Daemon:
         self._save_state()
         self._arm_expiry()
         self.reconciler.poke()
-        self.metrics.observe_reload(True)
         message = f"reloaded {path}: {summary.describe()}"
         log.info("%s", message)
         return True, message
 
     def _check_new_config(self, new: Config) -> list[str]:
         """What makes a valid config unusable by this running daemon."""
-        refused = []
+        refused = scriptsec.check_config_scripts(new)
         if new.control.socket != self.config.control.socket:
             refused.append("control.socket cannot change on reload (restart healthd)")
         if new.metrics != self.config.metrics:
@@ -298,6 +324,8 @@ class Daemon:
         self.reconciler.poke()  # first pass now: adopt the table, create what is missing
         stop = asyncio.create_task(self.stopping.wait())
         lag = asyncio.create_task(self.metrics.watch_event_loop(), name="loop-lag")  # metrics
+        # host: WATCHDOG=1 only while probes complete (a stalled scheduler gets restarted)
+        feed = asyncio.create_task(self.host.watchdog(lambda: self.scheduler.last_progress))
         try:
             done, _ = await asyncio.wait(
                 {probes, reconcile, stop}, return_when=asyncio.FIRST_COMPLETED
@@ -307,14 +335,16 @@ class Daemon:
                     raise task.exception()  # type: ignore[misc]
         finally:
             log.info("stopping: cancelling probes, finishing the reconcile pass in flight")
-            for task in (probes, reconcile, stop, lag):
+            self.host.stopping()  # host: STOPPING=1
+            for task in (probes, reconcile, stop, lag, feed):
                 task.cancel()
-            for task in (probes, reconcile, stop, lag):
+            for task in (probes, reconcile, stop, lag, feed):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.reconciler.finish()
             if self.config.reconcile.on_stop is OnStop.REMOVE:
                 result = await self.reconciler.teardown()
+                self.host.kernel_ops(result)  # host: kernel_op events
                 log.info(
                     "on_stop remove: %d operations, %d failed",
                     len(result.applied),
@@ -324,6 +354,7 @@ class Daemon:
             await control.stop(control_runners, self.config.control)
             if runner is not None:
                 await runner.cleanup()
+            await self.host.close()  # host: running notify commands, the event log
             log.info("stopped")
 
 
@@ -374,3 +405,7 @@ async def main(config: Config, *, dry_run: bool) -> None:
 def _stop(daemon: Daemon, sig: signal.Signals) -> None:
     log.info("received %s", sig.name)
     daemon.stopping.set()
+
+
+def _iso(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))

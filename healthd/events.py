@@ -5,10 +5,11 @@ Each line has ``ts`` (RFC 3339, UTC, milliseconds), ``event`` and the event's fi
 
     {"ts": "2024-05-01T12:00:00.123Z", "event": "state_change", "virtual_server": "web", ...}
 
-A file is opened for appending and line-buffered; ``reopen()`` (on SIGHUP) starts writing to the
-path again, so logrotate can move the file away.  Writes happen on the event loop: a line is a
-few hundred bytes into the page cache.  A failed open or write never stops the daemon: the event
-is dropped and counted (``dropped``), and logged once until a write succeeds again.
+A file is opened for appending (O_APPEND) and each line is written with one ``write`` as it
+happens (no buffering to lose); ``reopen()`` (on SIGHUP) starts writing to the path again, so
+logrotate can move the file away.  Writes happen on the event loop: a line is a few hundred bytes
+into the page cache.  A failed open or write never stops the daemon: the event is dropped and
+counted (``dropped``), and logged once until a write succeeds again.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 from healthd.model import (
     AddRealServer,
     AddVirtualServer,
-    DeleteRealServer,
     DeleteVirtualServer,
     EditRealServer,
     EditVirtualServer,
@@ -42,30 +42,36 @@ def timestamp(now: datetime | None = None) -> str:
 
 def op_fields(op: Op) -> dict[str, Any]:
     """The ``kernel_op`` fields that describe ``op``."""
-    fields: dict[str, Any] = {"op": op_kind(op), "real_server": None, "weight": None}
-    fields["forwarding"] = None
+    real_server: str | None = None
+    weight: int | None = None
+    forwarding: str | None = None
     if isinstance(op, AddVirtualServer | EditVirtualServer):
-        fields["virtual_server"] = str(op.spec.key)
-        fields["scheduler"] = op.spec.scheduler
+        virtual_server = str(op.spec.key)
     elif isinstance(op, DeleteVirtualServer):
-        fields["virtual_server"] = str(op.key)
+        virtual_server = str(op.key)
     elif isinstance(op, AddRealServer | EditRealServer):
-        fields["virtual_server"] = str(op.virtual_server)
-        fields["real_server"] = str(op.spec.key)
-        fields["weight"] = op.spec.weight
-        fields["forwarding"] = op.spec.forwarding.value
-    elif isinstance(op, DeleteRealServer):
-        fields["virtual_server"] = str(op.virtual_server)
-        fields["real_server"] = str(op.key)
-    fields["reason"] = op.reason
-    return fields
+        virtual_server = str(op.virtual_server)
+        real_server = str(op.spec.key)
+        weight = op.spec.weight
+        forwarding = op.spec.forwarding.value
+    else:
+        virtual_server = str(op.virtual_server)
+        real_server = str(op.key)
+    return {
+        "op": op_kind(op),
+        "virtual_server": virtual_server,
+        "real_server": real_server,
+        "weight": weight,
+        "forwarding": forwarding,
+        "reason": op.reason,
+    }
 
 
 class EventLog:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.dropped = 0  # events lost to open or write errors
-        self._out: TextIO | None = None
+        self._fd: int | None = None
         self._failing = False
         self._open()
 
@@ -73,8 +79,9 @@ class EventLog:
         if self.path is None or self.path == "-":
             return
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            self._out = open(fd, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - kept open
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+            )
         except OSError as exc:
             self._fail(f"cannot open the event log {self.path}: {exc.strerror or exc}")
 
@@ -96,32 +103,40 @@ class EventLog:
         self._open()
 
     def close(self) -> None:
-        if self._out is not None:
-            out, self._out = self._out, None
-            try:
-                out.close()
-            except OSError as exc:
-                self._fail(f"writing the event log {self.path} failed: {exc.strerror or exc}")
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def _write(self, data: bytes) -> None:
+        """The whole line in one ``write`` (O_APPEND: lines of concurrent writers never mix)."""
+        if self.path == "-":
+            sys.stdout.write(data.decode())
+            sys.stdout.flush()
+            return
+        if self._fd is None:
+            raise OSError("not open")
+        while data:
+            data = data[os.write(self._fd, data) :]
 
     def emit(self, event: str, **fields: Any) -> None:
         """Write one line; never raises."""
         if self.path is None:
             return
-        line = json.dumps({"ts": timestamp(), "event": event, **fields}, default=str)
-        out = sys.stdout if self.path == "-" else self._out
-        if out is None:
+        line = json.dumps({"ts": timestamp(), "event": event, **fields}, default=str) + "\n"
+        if self._fd is None and self.path != "-":
             self.dropped += 1
             return
         try:
-            out.write(line + "\n")
-            if out is sys.stdout:
-                out.flush()
-        except (OSError, ValueError) as exc:  # ValueError: written after close
+            self._write(line.encode())
+        except (OSError, ValueError) as exc:  # ValueError: stdout closed
             self.dropped += 1
-            self._fail(f"writing the event log {self.path} failed: {exc}")
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            self._fail(f"writing the event log {self.path} failed: {why}")
             return
         if self._failing:
-            log.info("the event log %s works again (%d events were dropped)", self.path, self.dropped)
+            log.info(
+                "the event log %s works again (%d events were dropped)", self.path, self.dropped
+            )
             self._failing = False
 
     # ---- the events ---------------------------------------------------------------------------
@@ -175,8 +190,6 @@ class EventLog:
     def reload(self, *, ok: bool, error: str | None = None, **fields: Any) -> None:
         self.emit("reload", ok=ok, error=error, **fields)
 
-    def notify(
-        self, *, command: list[str], exit: int | None, output: str, **fields: Any
-    ) -> None:
+    def notify(self, *, command: list[str], exit: int | None, output: str, **fields: Any) -> None:
         """A notify command finished (``exit`` None: it could not run or timed out)."""
         self.emit("notify", command=command, exit=exit, output=output, **fields)

@@ -22,7 +22,7 @@ from healthd.config.types import Config, RealServerConfig, VirtualServerConfig
 from healthd.events import EventLog
 from healthd.model import Health
 from healthd.notify import Notifier
-from healthd.policy import REAL_SERVER_STATES
+from healthd.policy import REAL_SERVER_STATES, UNKNOWN
 from healthd.reconciler import PassResult
 from healthd.state import HealthBook, Outcome, ProbeKey
 
@@ -30,9 +30,12 @@ from healthd.state import HealthBook, Outcome, ProbeKey
 def summary(config: Config, states: Mapping[tuple[str, str], str], ready: bool) -> str:
     """``ready: 2 virtual servers, 5 real servers: 4 up, 1 down`` (systemctl status)."""
     counts = Counter(states.values())
-    parts = [f"{counts[s]} {s}" for s in (*REAL_SERVER_STATES, *sorted(counts)) if counts.pop(s, 0)]
+    known = [s for s in REAL_SERVER_STATES if counts[s]]
+    parts = [f"{counts[s]} {s}" for s in known + sorted(set(counts) - set(REAL_SERVER_STATES))]
     text = f"{len(config.virtual_servers)} virtual servers, {len(states)} real servers"
-    return f"{'ready' if ready else 'starting'}: {text}" + (f": {', '.join(parts)}" if parts else "")
+    return f"{'ready' if ready else 'starting'}: {text}" + (
+        f": {', '.join(parts)}" if parts else ""
+    )
 
 
 class Host:
@@ -83,10 +86,10 @@ class Host:
                 touched[vs.name] = vs
         status = book.status()
         for vs in touched.values():
-            members = [status[(vs.name, rs.name)] for rs in vs.real_servers]
-            up = sum(m.health is Health.UP for m in members)
+            members = [status.get((vs.name, rs.name), UNKNOWN).health for rs in vs.real_servers]
+            up = members.count(Health.UP)
             reason = f"{up} of {len(members)} real servers up"
-            self.notifier.pool(vs, (m.health for m in members), reason)
+            self.notifier.pool(vs, members, reason)
 
     def _servers(self) -> dict[tuple[str, str], tuple[VirtualServerConfig, RealServerConfig]]:
         return {
@@ -103,7 +106,9 @@ class Host:
         for op, error in result.failed:
             self.events.kernel_op(op, ok=False, error=error, dry_run=self._dry_run)
 
-    def on_pass(self, result: PassResult, states: Mapping[tuple[str, str], str], ready: bool) -> None:
+    def on_pass(
+        self, result: PassResult, states: Mapping[tuple[str, str], str], ready: bool
+    ) -> None:
         self.kernel_ops(result)
         if ready and not self._ready_sent:
             self._ready_sent = True

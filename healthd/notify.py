@@ -131,7 +131,9 @@ class Notifier:
     def submit(self, note: Notification) -> None:
         """Run ``note`` in the background (after the previous one for the same server)."""
         if len(self._tasks) >= self._max_pending:
-            log.error("%s: dropped, %d notify commands already pending", note.describe(), self.pending)
+            log.error(
+                "%s: dropped, %d notify commands already pending", note.describe(), self.pending
+            )
             self._emit(note, None, "dropped: too many notify commands pending")
             return
         key = (note.virtual_server, note.real_server)

@@ -1,4 +1,4 @@
-"""The metrics' book-keeping (pure): duration buckets, failure reasons, check records, state history."""
+"""The metrics' book-keeping (pure): buckets, failure reasons, check records, state history."""
 
 from __future__ import annotations
 

@@ -1,0 +1,232 @@
+"""Shared helpers for the benchmark scripts: /proc readings, the tcp-sink backends, statistics.
+
+Stdlib only: the VM runs these with Debian's /usr/bin/python3 as well as with the project venv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- /proc ------------------------------------------------------------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from /proc, by parent pid), ``pid`` excluded."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads), in seconds; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def tree_cpu_seconds(pids: Sequence[int]) -> float:
+    return sum(cpu_seconds(p) for p in pids)
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A ``kB`` line of /proc/PID/status (VmRSS, VmHWM), 0 when absent."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tcp_counter(name: str) -> int:
+    """A Tcp counter of /proc/net/snmp (this network namespace), e.g. PassiveOpens."""
+    lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()]
+    heads = [ln for ln in lines if ln[0] == "Tcp:"]
+    return int(heads[1][heads[0].index(name)])
+
+
+class CpuWindow:
+    """CPU time of a set of processes and PassiveOpens over a window of wall time."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
+        self.cpu0 = tree_cpu_seconds(self.pids)
+        self.opens0 = tcp_counter("PassiveOpens")
+        self.wall0 = time.monotonic()
+
+    def finish(self) -> dict[str, float]:
+        cpu = tree_cpu_seconds(self.pids) - self.cpu0
+        opens = tcp_counter("PassiveOpens") - self.opens0
+        wall = time.monotonic() - self.wall0
+        return {
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "cpu_pct": 100.0 * cpu / wall,
+            "checks": opens,
+            "checks_per_s": opens / wall,
+            "cpu_ms_per_check": 1000.0 * cpu / opens if opens else math.nan,
+        }
+
+
+# ---- the tcp-sink backends --------------------------------------------------------------------
+
+
+def build_sink(out_dir: Path) -> Path:
+    """Compile bench/tcp-sink.c into ``out_dir`` (when missing or older than its source)."""
+    src = BENCH / "tcp-sink.c"
+    binary = out_dir / "tcp-sink"
+    if not binary.exists() or binary.stat().st_mtime < src.stat().st_mtime:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(src)], check=True)
+    return binary
+
+
+class Sink:
+    """N real servers on ADDR:BASE.. in one tcp-sink process; kill/revive one port at a time."""
+
+    def __init__(
+        self, binary: Path, addr: str, base: int, n: int, mode: str, workdir: Path
+    ) -> None:
+        self.addr, self.base, self.n = addr, base, n
+        self.fifo = workdir / f"sink-{os.getpid()}-{base}.ctl"
+        with contextlib.suppress(FileNotFoundError):
+            self.fifo.unlink()
+        os.mkfifo(self.fifo)
+        self.proc = subprocess.Popen(
+            [str(binary), addr, str(base), str(n), mode, str(self.fifo)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("tcp-sink did not start")
+        self._ctl = os.open(self.fifo, os.O_WRONLY)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def command(self, line: str) -> None:
+        os.write(self._ctl, (line + "\n").encode())
+
+    def kill(self, port: int) -> None:
+        self.command(f"kill {port}")
+
+    def revive(self, port: int) -> None:
+        self.command(f"up {port}")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.command("quit")
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._ctl)
+        with contextlib.suppress(FileNotFoundError):
+            self.fifo.unlink()
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait_s: float = 20) -> None:
+    """Stop a process this script started (by its PID), then reap it."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def started(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+# ---- statistics and output --------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+        "min": min(values) if values else math.nan,
+        "max": max(values) if values else math.nan,
+        "values": [round(v, 4) for v in values],
+    }
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def conditions() -> dict[str, Any]:
+    """Where a result was measured."""
+    uname = os.uname()
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "kernel": uname.release,
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "python": sys.version.split()[0],
+        "vm": os.environ.get("HEALTHD_VM") == "1",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }

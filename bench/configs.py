@@ -1,0 +1,92 @@
+"""Config generators: the same N real servers for healthd and for keepalived, equivalent checks.
+
+Equivalence (docs/benchmarks.md, "Settings"): keepalived's delay_loop 1, connect_timeout 1,
+retry 1, delay_before_retry 1, inhibit_on_failure is healthd's interval 1s, fall 2 (one failure
+plus one retry), rise 1 (keepalived puts a real server back after one good check), on_failure
+inhibit.  healthd wants timeout < interval, so its timeout is 0.9 s; a killed backend answers
+with an RST at once, so the timeout never comes into play in these runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+VIP = "10.99.0.1"
+VPORT = 80
+
+
+def healthd_config(
+    path: Path,
+    *,
+    addr: str,
+    base: int,
+    n: int,
+    check: str,
+    workdir: Path,
+    interval_s: float = 1.0,
+    timeout_s: float = 0.9,
+    fall: int = 2,
+    rise: int = 1,
+    metrics_port: int = 9540,
+    max_concurrent: int = 1024,
+    workers: int | None = None,
+    reconcile_interval: str = "5s",
+) -> Path:
+    check_line = "{type: tcp}" if check == "tcp" else "{type: http, path: /}"
+    probes = f"  max_concurrent: {max_concurrent}\n"
+    if workers is not None:
+        probes += f"  workers: {workers}\n"
+    lines = [
+        f'metrics: {{listen: "127.0.0.1:{metrics_port}"}}',
+        f"reconcile: {{interval: {reconcile_interval}, on_stop: keep}}",
+        "probes:",
+        probes.rstrip("\n"),
+        f"control: {{socket: {workdir}/healthd.sock}}",
+        f"state_file: {workdir}/state.json",
+        "defaults:",
+        f"  check: {{interval: {interval_s}s, timeout: {timeout_s}s, rise: {rise}, fall: {fall}}}",
+        "virtual_servers:",
+        "  - name: bench",
+        f"    address: {VIP}",
+        f"    port: {VPORT}",
+        "    scheduler: wrr",
+        "    forwarding: nat",
+        "    on_failure: inhibit",
+        f"    checks: [{check_line}]",
+        "    real_servers:",
+    ]
+    lines += [
+        f"      - {{name: rs{p}, address: {addr}, port: {p}, weight: 1}}"
+        for p in range(base, base + n)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def keepalived_config(
+    path: Path, *, addr: str, base: int, n: int, check: str, delay_loop: int = 1
+) -> Path:
+    if check == "tcp":
+        checker = "TCP_CHECK { connect_timeout 1 retry 1 delay_before_retry 1 }"
+    else:
+        checker = (
+            "HTTP_GET { url { path / status_code 200 } connect_timeout 1 retry 1 "
+            "delay_before_retry 1 }"
+        )
+    lines = [
+        "global_defs {",
+        "  router_id healthd-bench",
+        "}",
+        f"virtual_server {VIP} {VPORT} {{",
+        f"  delay_loop {delay_loop}",
+        "  lvs_sched wrr",
+        "  lvs_method NAT",
+        "  protocol TCP",
+    ]
+    lines += [
+        f"  real_server {addr} {p} {{ weight 1\n    inhibit_on_failure\n    {checker}\n  }}"
+        for p in range(base, base + n)
+    ]
+    lines.append("}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
