@@ -164,7 +164,9 @@ class Sink:
             self.fifo.unlink()
 
 
-def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait_s: float = 20) -> None:
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait_s: float = 20
+) -> None:
     """Stop a process this script started (by its PID), then reap it."""
     if proc.poll() is None:
         proc.send_signal(sig)

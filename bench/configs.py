@@ -3,7 +3,8 @@
 Equivalence (docs/benchmarks.md, "Settings"): keepalived's delay_loop 1, connect_timeout 1,
 retry 1, delay_before_retry 1, inhibit_on_failure is healthd's interval 1s, fall 2 (one failure
 plus one retry), rise 1 (keepalived puts a real server back after one good check), on_failure
-inhibit.  healthd wants timeout < interval, so its timeout is 0.9 s; a killed backend answers
+inhibit, and initial_state up (keepalived without ``alpha`` presumes a real server up at
+start).  healthd wants timeout < interval, so its timeout is 0.9 s; a killed backend answers
 with an RST at once, so the timeout never comes into play in these runs.
 """
 
@@ -31,6 +32,7 @@ def healthd_config(
     max_concurrent: int = 1024,
     workers: int | None = None,
     reconcile_interval: str = "5s",
+    initial_state: str = "up",
 ) -> Path:
     check_line = "{type: tcp}" if check == "tcp" else "{type: http, path: /}"
     probes = f"  max_concurrent: {max_concurrent}\n"
@@ -44,7 +46,8 @@ def healthd_config(
         f"control: {{socket: {workdir}/healthd.sock}}",
         f"state_file: {workdir}/state.json",
         "defaults:",
-        f"  check: {{interval: {interval_s}s, timeout: {timeout_s}s, rise: {rise}, fall: {fall}}}",
+        f"  check: {{interval: {interval_s}s, timeout: {timeout_s}s, rise: {rise}, fall: {fall},"
+        f" initial_state: {initial_state}}}",
         "virtual_servers:",
         "  - name: bench",
         f"    address: {VIP}",

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     ROOT,
     Sink,
     build_sink,
@@ -42,7 +42,7 @@ from common import (  # noqa: E402
     status_kb,
     write_json,
 )
-from configs import healthd_config  # noqa: E402
+from configs import healthd_config
 
 BASE_PORT = 10000
 
@@ -90,9 +90,18 @@ async def measure(
     await asyncio.sleep(warmup_s)
     gc.collect()
     delays.clear()
+    profiler = None
+    if os.environ.get("HEALTHD_BENCH_CPROFILE"):  # where the time goes (slows everything down)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     done0, cpu0, t0 = daemon.scheduler.completed, cpu_seconds(os.getpid()), time.monotonic()
     await asyncio.sleep(window_s)
     done1, cpu1, t1 = daemon.scheduler.completed, cpu_seconds(os.getpid()), time.monotonic()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(os.environ["HEALTHD_BENCH_CPROFILE"])
     window = list(delays)
     states = daemon.states()
     daemon.stopping.set()

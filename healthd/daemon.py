@@ -31,7 +31,7 @@ from healthd.ipvs.errors import IpvsError, IpvsUnavailable
 from healthd.ipvs.port import IpvsPort
 from healthd.metrics import Metrics, Sources, TimedPort
 from healthd.model import Desired
-from healthd.overrides import Override, OverrideKind, next_expiry
+from healthd.overrides import Override, OverrideKind, next_expiry, unexpired
 from healthd.reconciler import PassResult, Reconciler
 from healthd.runtime import Runtime
 from healthd.scheduler import Scheduler
@@ -73,6 +73,7 @@ class Daemon:
                 states=self.states,
                 desired=lambda: self.runtime.last_desired,
                 observed=lambda: self.reconciler.observed,
+                overrides=lambda: unexpired(self.runtime.overrides, time.time()),
                 in_flight=lambda: self.scheduler.in_flight,
             )
         )

@@ -1,22 +1,35 @@
 """Runs every distinct probe once per interval, and hands each result to a callback.
 
-One asyncio task per ``ProbeKey``.  First runs are staggered uniformly over the first interval,
-later runs are jittered by +-``jitter`` of the interval.  The timeout is enforced by cancellation
-(``asyncio.timeout``), so a hung backend leaves no task or socket behind.  A semaphore bounds the
-probes in flight.  A probe that raises (a bug, never a backend's fault) is logged and counted as
-a failed result; the scheduler keeps going.
+One timer heap for all probes (``ProbeKey``s): a single event-loop timer is armed for the
+earliest due probe, and each wake-up starts every probe that is due.  First runs are staggered
+uniformly over the first interval, later runs are jittered by +-``jitter`` of the interval.
+
+The hot path costs no task and no future: a TCP check with the built-in probe is started
+synchronously (``probes.tcp.tcp_start``), and when the handshake is already decided (a near
+backend, an immediate refusal) its result is handled on the spot.  Every other probe (a TCP
+connect still in progress, HTTP, scripts, an injected ``probe`` function) runs as a task, with
+its timeout enforced by cancellation (``asyncio.timeout``), so a hung backend leaves no task or
+socket behind.  At most ``max_concurrent`` such tasks run at once; due probes beyond that wait
+in order.  A probe that raises (a bug, never a backend's fault) is logged and counted as a
+failed result; the scheduler keeps going.  ``on_delay`` receives each probe's schedule delay
+(actual start minus planned start).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
+import math
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
-from healthd.checkspec import CheckSpec, ProbeResult, Reason, Target
+from healthd.checkspec import CheckSpec, ProbeResult, Reason, Target, TcpCheck
 from healthd.probes import run_probe, timeout_result
+from healthd.probes.tcp import PendingConnect, tcp_start, tcp_wait
 from healthd.state import ProbeKey
 
 log = logging.getLogger("healthd.scheduler")
@@ -24,6 +37,21 @@ log = logging.getLogger("healthd.scheduler")
 ProbeFn = Callable[[CheckSpec, Target], Awaitable[ProbeResult]]
 ResultFn = Callable[[ProbeKey, ProbeResult], None]
 DelayFn = Callable[[float], None]
+
+MAX_STARTS_PER_WAKE = 256  # then yield to the event loop (I/O, the API) before starting more
+
+
+class _Slot:
+    """One probe's schedule: when it is due next, and its task while one runs."""
+
+    __slots__ = ("due", "fast", "key", "live", "task")
+
+    def __init__(self, key: ProbeKey, due: float, fast: bool) -> None:
+        self.key = key
+        self.due = due
+        self.fast = fast  # a TCP check with the built-in probe: started synchronously
+        self.live = True  # False once removed by update() or the end of run()
+        self.task: asyncio.Task[None] | None = None
 
 
 class Scheduler:
@@ -40,7 +68,7 @@ class Scheduler:
     ) -> None:
         self._keys = list(probes)
         self._on_result = on_result
-        self._semaphore = asyncio.Semaphore(max_concurrent)
+        self._max_concurrent = max_concurrent
         self._jitter = jitter
         self._probe = probe
         self._rng = rng or random.Random()
@@ -48,19 +76,36 @@ class Scheduler:
         self.in_flight = 0
         self.completed = 0
         self.last_progress = time.monotonic()  # wall of the last completed probe (watchdog)
-        self._tasks: dict[ProbeKey, asyncio.Task[None]] | None = None  # while running
+        self._slots: dict[ProbeKey, _Slot] | None = None  # while running
+        self._heap: list[tuple[float, int, _Slot]] = []
+        self._order = itertools.count()  # ties in the heap never compare slots
+        self._waiting: deque[_Slot] = deque()  # due, but max_concurrent tasks are running
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._waking = False  # inside _wake: it arms the timer once at its end
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> None:
         """Probe until cancelled; cancelling stops every probe and cleans it up."""
-        self._tasks = {}
+        self._loop = asyncio.get_running_loop()
+        self._slots = {}
         try:
             self.update(self._keys)
-            await asyncio.Event().wait()
+            await self._loop.create_future()  # forever
         finally:
-            tasks = list(self._tasks.values())
-            self._tasks = None
-            for task in tasks:
-                task.cancel()
+            slots = list(self._slots.values())
+            self._slots = None
+            self._heap.clear()
+            self._waiting.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer, self._timer_at = None, math.inf
+            tasks = []
+            for slot in slots:
+                slot.live = False
+                if slot.task is not None:
+                    slot.task.cancel()
+                    tasks.append(slot.task)
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def update(self, keys: Iterable[ProbeKey]) -> tuple[int, int]:
@@ -70,56 +115,153 @@ class Scheduler:
         """
         wanted = dict.fromkeys(keys)
         self._keys = list(wanted)
-        if self._tasks is None:
+        if self._slots is None or self._loop is None:
             return (0, 0)  # not running: run() starts them
-        stopped = [k for k in self._tasks if k not in wanted]
+        stopped = [k for k in self._slots if k not in wanted]
         for key in stopped:
-            self._tasks.pop(key).cancel()
-        started = [k for k in wanted if k not in self._tasks]
+            slot = self._slots.pop(key)
+            slot.live = False  # its heap entry is skipped when it comes up
+            if slot.task is not None:
+                slot.task.cancel()
+        started = [k for k in wanted if k not in self._slots]
+        now = self._loop.time()
+        builtin = self._probe is run_probe
         for key in started:
-            self._tasks[key] = asyncio.create_task(self._loop(key), name=f"probe {key.describe()}")
+            due = now + self._rng.uniform(0, key.timing.interval_s)
+            slot = _Slot(key, due, builtin and isinstance(key.spec, TcpCheck))
+            self._slots[key] = slot
+            heapq.heappush(self._heap, (due, next(self._order), slot))
+        self._arm()
         return (len(started), len(stopped))
 
     async def probe_once(self, key: ProbeKey) -> ProbeResult:
         """One probe with its timeout; never raises except CancelledError."""
-        started = time.monotonic()
+        return await self._guarded(key, self._probe(key.spec, key.target), time.monotonic())
+
+    # ---- the timer -------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """Make sure the loop wakes us when the earliest probe is due."""
+        heap = self._heap
+        while heap and not heap[0][2].live:
+            heapq.heappop(heap)
+        if not heap or self._loop is None:
+            return
+        at = heap[0][0]
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(at, self._wake)
+        self._timer_at = at
+
+    def _wake(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        loop = self._loop
+        if loop is None or self._slots is None:
+            return
+        heap = self._heap
+        now = loop.time()
+        self._waking = True
+        try:
+            for _ in range(MAX_STARTS_PER_WAKE):
+                if not heap or heap[0][0] > now:
+                    break
+                slot = heapq.heappop(heap)[2]
+                if not slot.live:
+                    continue
+                if self.in_flight >= self._max_concurrent:
+                    self._waiting.append(slot)
+                    continue
+                self._start(slot, loop.time())
+        finally:
+            self._waking = False
+            self._arm()
+
+    # ---- running one probe -----------------------------------------------------------------
+
+    def _start(self, slot: _Slot, now: float) -> None:
+        key = slot.key
+        if self._on_delay is not None:
+            self._on_delay(max(0.0, now - slot.due))
+        if slot.fast:
+            assert isinstance(key.spec, TcpCheck)
+            try:
+                started = tcp_start(key.spec, key.target)
+            except Exception as exc:
+                self._done(slot, self._crashed(key, exc, time.monotonic()))
+                return
+            if isinstance(started, ProbeResult):
+                self._done(slot, started)
+                return
+            self._spawn(slot, self._finish_connect(key, started))
+        else:
+            self._spawn(slot, self.probe_once(key))
+
+    def _spawn(self, slot: _Slot, probe: Awaitable[ProbeResult]) -> None:
+        assert self._loop is not None
+        self.in_flight += 1
+        slot.task = self._loop.create_task(self._run_task(slot, probe))
+
+    async def _run_task(self, slot: _Slot, probe: Awaitable[ProbeResult]) -> None:
+        try:
+            result = await probe
+        finally:
+            slot.task = None
+            self.in_flight -= 1
+            self._start_waiting()
+        self._done(slot, result)
+
+    async def _finish_connect(self, key: ProbeKey, pending: PendingConnect) -> ProbeResult:
+        try:
+            return await self._guarded(key, tcp_wait(pending), pending.start)
+        finally:
+            pending.close()  # also when cancelled before tcp_wait ever ran
+
+    async def _guarded(
+        self, key: ProbeKey, probe: Awaitable[ProbeResult], started: float
+    ) -> ProbeResult:
         try:
             async with asyncio.timeout(key.timing.timeout_s):
-                return await self._probe(key.spec, key.target)
+                return await probe
         except TimeoutError:
             return timeout_result(key.spec, key.target, key.timing.timeout_s)
         except Exception as exc:
-            log.exception("probe %s raised; counted as failed", key.describe())
-            return ProbeResult(
-                ok=False,
-                reason=Reason.ERROR,
-                detail=f"{key.describe()}: internal error: {exc!r}",
-                duration_s=time.monotonic() - started,
-            )
+            return self._crashed(key, exc, started)
 
-    async def _loop(self, key: ProbeKey) -> None:
-        loop = asyncio.get_running_loop()
-        interval = key.timing.interval_s
-        due = loop.time() + self._rng.uniform(0, interval)
-        while True:
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            async with self._semaphore:
-                if self._on_delay is not None:
-                    self._on_delay(max(0.0, loop.time() - due))
-                self.in_flight += 1
-                try:
-                    result = await self.probe_once(key)
-                finally:
-                    self.in_flight -= 1
-            self.completed += 1
-            self.last_progress = time.monotonic()
-            try:
-                self._on_result(key, result)
-            except Exception:
-                log.exception("handling the result of %s failed", key.describe())
-            due += interval * (1 + self._rng.uniform(-self._jitter, self._jitter))
-            now = loop.time()
-            if due < now:  # fell behind (a slow probe or an overloaded loop): do not burst
-                due = now
+    def _crashed(self, key: ProbeKey, exc: Exception, started: float) -> ProbeResult:
+        log.error("probe %s raised; counted as failed", key.describe(), exc_info=exc)
+        return ProbeResult(
+            ok=False,
+            reason=Reason.ERROR,
+            detail=f"{key.describe()}: internal error: {exc!r}",
+            duration_s=time.monotonic() - started,
+        )
+
+    def _start_waiting(self) -> None:
+        loop = self._loop
+        while self._waiting and self.in_flight < self._max_concurrent and loop is not None:
+            slot = self._waiting.popleft()
+            if slot.live and self._slots is not None:
+                self._start(slot, loop.time())
+
+    def _done(self, slot: _Slot, result: ProbeResult) -> None:
+        self.completed += 1
+        self.last_progress = time.monotonic()
+        try:
+            self._on_result(slot.key, result)
+        except Exception:
+            log.exception("handling the result of %s failed", slot.key.describe())
+        loop = self._loop
+        if not slot.live or loop is None:
+            return
+        interval = slot.key.timing.interval_s
+        jitter = self._jitter
+        due = slot.due + interval * (1 + self._rng.uniform(-jitter, jitter))
+        now = loop.time()
+        if due < now:  # fell behind (a slow probe or an overloaded loop): do not burst
+            due = now
+        slot.due = due
+        heapq.heappush(self._heap, (due, next(self._order), slot))
+        if due < self._timer_at and not self._waking:
+            self._arm()

@@ -29,6 +29,7 @@ from healthd.metrics.records import (
     failure_reasons,
 )
 from healthd.model import Desired, Observed
+from healthd.overrides import Override
 from healthd.plan import wanted_weight
 from healthd.policy import REAL_SERVER_STATES, RealServerStatus
 
@@ -42,6 +43,10 @@ def _no_probes_in_flight() -> int:
     return 0
 
 
+def _no_overrides() -> Mapping[RealServerId, Override]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Sources:
     """Where the collectors read their snapshots (each call is cheap and non-blocking)."""
@@ -53,6 +58,7 @@ class Sources:
     desired: Callable[[], Desired]
     observed: Callable[[], Observed]
     in_flight: Callable[[], int] = _no_probes_in_flight
+    overrides: Callable[[], Mapping[RealServerId, Override]] = _no_overrides
 
 
 def checks_of(config: Config) -> Iterator[tuple[CheckId, CheckConfig]]:

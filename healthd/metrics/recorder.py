@@ -32,6 +32,7 @@ from healthd.ipvs.port import IpvsPort
 from healthd.metrics.collectors import ChecksCollector, Clock, PoolCollector, Sources, checks_of
 from healthd.metrics.instrumented import NETLINK_OPERATIONS, TimedPort, watch_event_loop
 from healthd.metrics.kernel import KernelCollector
+from healthd.metrics.overrides import OverrideCollector
 from healthd.metrics.records import CheckId, CheckRecord, StateTracker, duration_buckets
 from healthd.metrics.records import Histogram as Buckets
 from healthd.reconciler import PassResult
@@ -136,6 +137,7 @@ class Metrics:
         r.register(ChecksCollector(sources.config, self.records, self.duration_buckets))
         r.register(PoolCollector(sources, self.tracker, wall, mono))
         r.register(KernelCollector(sources.config, sources.observed))
+        r.register(OverrideCollector(sources.overrides))
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)

@@ -1,31 +1,124 @@
-"""TCP connect probe: connect, then close (the hot path: no transports, no protocols)."""
+"""TCP connect probe: connect, then close (the hot path: no transports, no protocols, no futures
+unless the connection is still being set up).
+
+``tcp_start`` is synchronous: it opens a non-blocking socket and starts the connect.  When the
+handshake is already over (a local or very near backend, or an immediate RST), it returns the
+result at once; this costs a handful of syscalls and no event-loop round trip.  Otherwise it
+returns a ``PendingConnect``, and ``tcp_wait`` waits for the socket to become writable.
+``probe_tcp`` is both, for callers that just want a result.  The socket is always closed,
+also when ``tcp_wait`` is cancelled (the caller's timeout) or never awaited (``close()``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import time
 
 from healthd.checkspec import ProbeResult, Reason, Target, TcpCheck
 from healthd.probes.result import classify_os_error, complete
 
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+_STREAM = socket.SOCK_STREAM | _NONBLOCK | getattr(socket, "SOCK_CLOEXEC", 0)
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)
+# TCP states from the first byte of TCP_INFO (linux/tcp_states.h).
+_SYN_SENT = 2
+_CLOSE = 7
+
+
+class PendingConnect:
+    """A connect in progress; ``tcp_wait`` finishes it, ``close`` abandons it."""
+
+    __slots__ = ("sock", "spec", "start", "target")
+
+    def __init__(self, spec: TcpCheck, target: Target, sock: socket.socket, start: float) -> None:
+        self.spec = spec
+        self.target = target
+        self.sock = sock
+        self.start = start
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _failed(spec: TcpCheck, target: Target, start: float, exc: OSError) -> ProbeResult:
+    reason, what = classify_os_error(exc)
+    return complete(spec, target, start, reason, what)
+
+
+def _errno_result(spec: TcpCheck, target: Target, start: float, code: int) -> ProbeResult:
+    return _failed(spec, target, start, _os_error(code))
+
+
+def _os_error(code: int) -> OSError:
+    # OSError(code, text) maps to the specific subclass (ConnectionRefusedError for ECONNREFUSED)
+    return OSError(code, os.strerror(code))
+
+
+def tcp_start(spec: TcpCheck, target: Target) -> ProbeResult | PendingConnect:
+    """Start one TCP connect; the result when it is already decided, else a ``PendingConnect``."""
+    start = time.monotonic()
+    port = target.port if spec.port is None else spec.port
+    address = target.address
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, _STREAM)
+    except OSError as exc:
+        return _failed(spec, target, start, exc)
+    if not _NONBLOCK:  # pragma: no cover - not Linux
+        sock.setblocking(False)
+    pending = False
+    try:
+        code = sock.connect_ex((address, port))
+        if code == errno.EINPROGRESS:
+            state = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
+            if state == _SYN_SENT:
+                pending = True  # handed over: tcp_wait (or PendingConnect.close) closes it
+                return PendingConnect(spec, target, sock, start)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if state == _CLOSE and code == 0:
+                code = errno.ECONNRESET
+    except OSError as exc:
+        return _failed(spec, target, start, exc)
+    finally:
+        if not pending:
+            sock.close()
+    if code == 0:
+        return complete(spec, target, start, Reason.OK, "connected")
+    return _errno_result(spec, target, start, code)
+
+
+async def tcp_wait(pending: PendingConnect) -> ProbeResult:
+    """Wait until the connect of ``pending`` succeeds or fails; always closes its socket."""
+    sock, spec, target, start = pending.sock, pending.spec, pending.target, pending.start
+    try:
+        loop = asyncio.get_running_loop()
+        writable = loop.create_future()
+        fd = sock.fileno()
+        loop.add_writer(fd, _set_done, writable)
+        try:
+            await writable
+        finally:
+            loop.remove_writer(fd)
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError as exc:
+        return _failed(spec, target, start, exc)
+    finally:
+        sock.close()
+    if code == 0:
+        return complete(spec, target, start, Reason.OK, "connected")
+    return _errno_result(spec, target, start, code)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
 
 async def probe_tcp(spec: TcpCheck, target: Target) -> ProbeResult:
     """One TCP connect to the target (``spec.port`` overrides the real server's port)."""
-    start = time.monotonic()
-    port = target.port if spec.port is None else spec.port
-    family = socket.AF_INET6 if ":" in target.address else socket.AF_INET
-    try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as exc:
-        reason, what = classify_os_error(exc)
-        return complete(spec, target, start, reason, what)
-    try:
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (target.address, port))
-    except OSError as exc:
-        reason, what = classify_os_error(exc)
-        return complete(spec, target, start, reason, what)
-    finally:
-        sock.close()
-    return complete(spec, target, start, Reason.OK, "connected")
+    started = tcp_start(spec, target)
+    if isinstance(started, ProbeResult):
+        return started
+    return await tcp_wait(started)
