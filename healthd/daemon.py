@@ -17,11 +17,10 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
-from healthd import __version__, api, config, scriptsec, statefile, status
+from healthd import api, statefile
 from healthd.checkspec import ProbeResult
 from healthd.config.types import Config, OnStop
 from healthd.control import server as control
@@ -31,7 +30,8 @@ from healthd.ipvs.errors import IpvsError, IpvsUnavailable
 from healthd.ipvs.port import IpvsPort
 from healthd.metrics import Metrics, Sources, TimedPort
 from healthd.model import Desired
-from healthd.overrides import Override, OverrideKind, next_expiry, unexpired
+from healthd.operations import Operations
+from healthd.overrides import unexpired
 from healthd.reconciler import PassResult, Reconciler
 from healthd.runtime import Runtime
 from healthd.scheduler import Scheduler
@@ -45,7 +45,7 @@ class StartupError(Exception):
 
 
 @dataclass
-class Daemon:
+class Daemon(Operations):
     config: Config
     port: IpvsPort
     dry_run: bool = False
@@ -155,138 +155,6 @@ class Daemon:
                 self._drained.discard(rs_id)
             else:
                 self._drained.add(rs_id)
-
-    # ---- operator actions (the control API calls these) ----------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        daemon = {
-            "version": __version__,
-            "config": self.config.path,
-            "dry_run": self.dry_run,
-            "ready": self.reconciler.ready.is_set(),
-            "started_at": self.started_at,
-        }
-        return status.build(self.runtime, self.reconciler.observed, time.time(), daemon)
-
-    def override(
-        self,
-        virtual_server: str,
-        real_server: str,
-        action: str,
-        *,
-        owner: str,
-        weight: int | None = None,
-        ttl_s: float | None = None,
-        reason: str = "",
-    ) -> str:
-        now = time.time()
-        new = None
-        if action != "ready":
-            new = Override(
-                kind=OverrideKind(action),
-                owner=owner,
-                reason=reason,
-                created_at=now,
-                expires_at=None if ttl_s is None else now + ttl_s,
-                weight=weight,
-            )
-        previous = self.runtime.overrides.get((virtual_server, real_server))
-        self.runtime.set_override(virtual_server, real_server, new)
-        if new is None:
-            text = f"{virtual_server}/{real_server}: back to health-driven control"
-            if previous is not None:
-                text += f" (was {previous.describe(now)})"
-        else:
-            text = f"{virtual_server}/{real_server}: {new.describe(now)}"
-        log.info("override: %s", text)
-        self.host.events.override(
-            virtual_server=virtual_server,
-            real_server=real_server,
-            action=action,
-            weight=weight,
-            owner=owner,
-            reason=reason,
-            expires=None if new is None or new.expires_at is None else _iso(new.expires_at),
-        )
-        self._save_state()
-        self._arm_expiry()
-        self.reconciler.poke()
-        return text
-
-    def _save_state(self) -> None:
-        try:
-            statefile.save(self.config.state_file, self.runtime.saved_state())
-        except OSError as exc:
-            log.error("cannot save state to %s: %s", self.config.state_file, exc)
-
-    def _arm_expiry(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        when = next_expiry(self.runtime.overrides)
-        if when is not None:
-            delay = max(0.0, when - time.time()) + 0.01
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
-
-    def _expire(self) -> None:
-        for (vs, rs), override in self.runtime.expire(time.time()):
-            log.info(
-                "override: %s/%s: %s expired, back to health-driven control",
-                vs,
-                rs,
-                override.describe(),
-            )
-            self.host.events.override(
-                virtual_server=vs,
-                real_server=rs,
-                action="expired",
-                owner=override.owner,
-                reason=override.reason,
-            )
-        self._save_state()
-        self._arm_expiry()
-        self.reconciler.poke()
-
-    async def reload(self) -> tuple[bool, str]:
-        """Load the config file again and apply only the difference; invalid: nothing changes."""
-        self.host.reload_started()
-        ok, message = self._reload()
-        self.metrics.observe_reload(ok)
-        self.host.reload_finished(ok, message)
-        return ok, message
-
-    def _reload(self) -> tuple[bool, str]:
-        path = self.config.path
-        try:
-            new = config.load(path)
-        except config.ConfigError as exc:
-            for issue in exc.issues:
-                log.error("reload refused: %s", issue)
-            return False, "reload refused, the running config is unchanged:\n" + str(exc)
-        refused = self._check_new_config(new)
-        if refused:
-            for line in refused:
-                log.error("reload refused: %s", line)
-            return False, "reload refused, the running config is unchanged:\n" + "\n".join(refused)
-        summary = self.runtime.apply_config(new, time.time())
-        self.config = new
-        self.scheduler.update(self.book.probes)
-        self.metrics.sync_series(self.book)
-        self._save_state()
-        self._arm_expiry()
-        self.reconciler.poke()
-        message = f"reloaded {path}: {summary.describe()}"
-        log.info("%s", message)
-        return True, message
-
-    def _check_new_config(self, new: Config) -> list[str]:
-        """What makes a valid config unusable by this running daemon."""
-        refused = scriptsec.check_config_scripts(new)
-        if new.control.socket != self.config.control.socket:
-            refused.append("control.socket cannot change on reload (restart healthd)")
-        if new.metrics != self.config.metrics:
-            refused.append("metrics cannot change on reload (restart healthd)")
-        return refused
 
     async def run(self) -> None:
         """Run until ``stopping`` is set."""
@@ -406,7 +274,3 @@ async def main(config: Config, *, dry_run: bool) -> None:
 def _stop(daemon: Daemon, sig: signal.Signals) -> None:
     log.info("received %s", sig.name)
     daemon.stopping.set()
-
-
-def _iso(unix: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
