@@ -37,6 +37,7 @@ def seed_config(
     extra: str = "",
     metrics: str = "enabled: false",
     state_dir: str | None = None,
+    vip_port: int = 80,
 ) -> str:
     """The seed topology (etc/healthd.yaml) with test timings, and its own state and socket."""
     state_dir = state_dir or tempfile.mkdtemp(prefix="healthd-test-")
@@ -50,7 +51,7 @@ defaults:
 virtual_servers:
   - name: web
     address: 10.0.0.1
-    port: 80
+    port: {vip_port}
     protocol: tcp
     scheduler: rr
     forwarding: nat
