@@ -4,7 +4,8 @@ Equivalence (docs/benchmarks.md, "Settings"): keepalived's delay_loop 1, connect
 retry 1, delay_before_retry 1, inhibit_on_failure is healthd's interval 1s, fall 2 (one failure
 plus one retry), rise 1 (keepalived puts a real server back after one good check), on_failure
 inhibit, and initial_state up (keepalived without ``alpha`` presumes a real server up at
-start).  healthd wants timeout < interval, so its timeout is 0.9 s; a killed backend answers
+start).  healthd uses its raw generic-netlink adapter (``reconcile.netlink: raw``).  healthd
+wants timeout < interval, so its timeout is 0.9 s; a killed backend answers
 with an RST at once, so the timeout never comes into play in these runs.
 """
 
@@ -33,6 +34,7 @@ def healthd_config(
     workers: int | None = None,
     reconcile_interval: str = "5s",
     initial_state: str = "up",
+    netlink: str = "raw",
 ) -> Path:
     check_line = "{type: tcp}" if check == "tcp" else "{type: http, path: /}"
     probes = f"  max_concurrent: {max_concurrent}\n"
@@ -40,7 +42,7 @@ def healthd_config(
         probes += f"  workers: {workers}\n"
     lines = [
         f'metrics: {{listen: "127.0.0.1:{metrics_port}"}}',
-        f"reconcile: {{interval: {reconcile_interval}, on_stop: keep}}",
+        f"reconcile: {{interval: {reconcile_interval}, on_stop: keep, netlink: {netlink}}}",
         "probes:",
         probes.rstrip("\n"),
         f"control: {{socket: {workdir}/healthd.sock}}",

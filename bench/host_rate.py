@@ -35,6 +35,7 @@ from common import (
     ROOT,
     Sink,
     build_sink,
+    children_of,
     conditions,
     cpu_seconds,
     log,
@@ -64,7 +65,14 @@ def prepare_netns() -> None:
 
 
 async def measure(
-    conf: Path, *, n: int, interval_s: float, warmup_s: float, window_s: float, uvloop_used: bool
+    conf: Path,
+    *,
+    n: int,
+    interval_s: float,
+    warmup_s: float,
+    window_s: float,
+    uvloop_used: bool,
+    sink_pid: int,
 ) -> dict[str, Any]:
     from healthd import config
     from healthd.daemon import Daemon, open_port
@@ -96,9 +104,12 @@ async def measure(
 
         profiler = cProfile.Profile()
         profiler.enable()
-    done0, cpu0, t0 = daemon.scheduler.completed, cpu_seconds(os.getpid()), time.monotonic()
+    pids = [os.getpid(), *(p for p in children_of(os.getpid()) if p != sink_pid)]
+    cpu0 = [cpu_seconds(p) for p in pids]
+    done0, t0 = daemon.scheduler.completed, time.monotonic()
     await asyncio.sleep(window_s)
-    done1, cpu1, t1 = daemon.scheduler.completed, cpu_seconds(os.getpid()), time.monotonic()
+    done1, t1 = daemon.scheduler.completed, time.monotonic()
+    per_process = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(os.environ["HEALTHD_BENCH_CPROFILE"])
@@ -106,12 +117,13 @@ async def measure(
     states = daemon.states()
     daemon.stopping.set()
     await run
-    wall, cpu, checks = t1 - t0, cpu1 - cpu0, done1 - done0
+    wall, cpu, checks = t1 - t0, sum(per_process), done1 - done0
     return {
         "n": n,
         "scheduled_per_s": n / interval_s,
         "checks_per_s": checks / wall,
         "cpu_pct": 100.0 * cpu / wall,
+        "cpu_pct_per_process": [round(100.0 * c / wall, 1) for c in per_process],
         "cpu_us_per_check": 1e6 * cpu / checks if checks else None,
         "delay_p50_ms": 1000 * percentile(window, 50),
         "delay_p99_ms": 1000 * percentile(window, 99),
@@ -134,7 +146,8 @@ def run_one(args: argparse.Namespace, n: int, sink_bin: Path, work: Path) -> dic
         interval_s=args.interval,
         timeout_s=min(0.9, args.interval * 0.9),
         max_concurrent=args.max_concurrent,
-        metrics_port=19540,
+        metrics_port=9540,
+        workers=args.workers,
     )
     sink = Sink(sink_bin, "127.0.0.1", BASE_PORT, n, args.check, work)
     try:
@@ -161,6 +174,7 @@ def run_one(args: argparse.Namespace, n: int, sink_bin: Path, work: Path) -> dic
                     warmup_s=args.warmup,
                     window_s=args.window,
                     uvloop_used=uvloop_used,
+                    sink_pid=sink.pid,
                 )
             )
     finally:
@@ -176,6 +190,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=15.0)
     parser.add_argument("--max-concurrent", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=None, help="probes.workers")
     parser.add_argument("--cpu", type=int, default=1, help="the CPU healthd is pinned to")
     parser.add_argument("--sink-cpu", type=int, default=0)
     parser.add_argument("--loop", choices=["default", "asyncio", "uvloop"], default="default")
@@ -203,11 +218,18 @@ def main() -> int:
             log(
                 "  {checks_per_s:.0f} checks/s (scheduled {scheduled_per_s:.0f}), "
                 "CPU {cpu_pct:.0f}%, {cpu_us_per_check:.1f} us/check, delay p50 "
-                "{delay_p50_ms:.2f} ms p99 {delay_p99_ms:.2f} ms, up {up}".format(**result)
+                "{delay_p50_ms:.2f} ms p99 {delay_p99_ms:.2f} ms, up {up}, per process "
+                "{cpu_pct_per_process}".format(**result)
             )
             if args.stop_when_missed and result["delay_p99_ms"] >= 10.0:
                 break
-    out = {"conditions": conditions(), "check": args.check, "runs": results}
+    out = {
+        "conditions": conditions(),
+        "check": args.check,
+        "workers": args.workers or 0,
+        "pinned_cpu": args.cpu,
+        "runs": results,
+    }
     if args.json:
         write_json(args.json, out)
     return 0

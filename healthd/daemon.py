@@ -34,8 +34,8 @@ from healthd.operations import Operations
 from healthd.overrides import unexpired
 from healthd.reconciler import PassResult, Reconciler
 from healthd.runtime import Runtime
-from healthd.scheduler import Scheduler
 from healthd.state import HealthBook, Outcome, ProbeKey
+from healthd.workers import scheduler_for
 
 log = logging.getLogger("healthd")
 
@@ -78,7 +78,8 @@ class Daemon(Operations):
             )
         )
         self.metrics.sync_series(self.config)
-        self.scheduler = Scheduler(
+        self.scheduler = scheduler_for(  # probes.workers > 0: probes in child processes
+            self.config.probe_workers,
             self.book.probes,
             self.on_result,
             max_concurrent=self.config.max_concurrent_probes,
@@ -228,7 +229,12 @@ class Daemon(Operations):
 
 
 async def open_port(config: Config, dry_run: bool) -> IpvsPort:
-    from healthd.ipvs.netlink import NetlinkIpvs
+    # raw generic netlink: the pyroute2 adapter's contract at ~1/20 of its CPU (docs/benchmarks.md)
+    from healthd.ipvs.genl import GenlIpvs
+    from healthd.ipvs.netlink import NetlinkIpvs as Pyroute2Ipvs
+
+    # pyroute2 by default; "raw": the same contract at ~1/20 of its CPU (docs/benchmarks.md)
+    NetlinkIpvs = GenlIpvs if config.reconcile.netlink == "raw" else Pyroute2Ipvs
 
     keys = [vs.key for vs in config.virtual_servers]
     if dry_run:

@@ -39,6 +39,9 @@ ResultFn = Callable[[ProbeKey, ProbeResult], None]
 DelayFn = Callable[[float], None]
 
 MAX_STARTS_PER_WAKE = 256  # then yield to the event loop (I/O, the API) before starting more
+# Probes due this close to a wake-up start with it: timers may fire a little early (uvloop's
+# clock has a 1 ms resolution), and a wake-up that starts nothing would only spin.
+WAKE_SLACK_S = 0.001
 
 
 class _Slot:
@@ -161,7 +164,7 @@ class Scheduler:
         if loop is None or self._slots is None:
             return
         heap = self._heap
-        now = loop.time()
+        now = loop.time() + WAKE_SLACK_S
         self._waking = True
         try:
             for _ in range(MAX_STARTS_PER_WAKE):

@@ -32,11 +32,15 @@ def parse_settings(top: Layer) -> dict[str, Any]:
     if "reconcile" in top:
         out["reconcile"] = _reconcile(top["reconcile"])
     if "probes" in top:
-        probes = top["probes"].mapping(frozenset({"max_concurrent"})) or {}
+        probes = top["probes"].mapping(frozenset({"max_concurrent", "workers"})) or {}
         if "max_concurrent" in probes:
             value = probes["max_concurrent"].integer(1, 100_000)
             if value is not None:
                 out["max_concurrent_probes"] = value
+        if "workers" in probes:  # probe worker processes (healthd/workers.py)
+            workers = probes["workers"].integer(0, 64)
+            if workers is not None:
+                out["probe_workers"] = workers
     if "control" in top:
         out["control"] = _control(top["control"])
     if "state_file" in top:
@@ -81,8 +85,11 @@ def _metrics(cur: Cursor) -> MetricsConfig:
 
 
 def _reconcile(cur: Cursor) -> ReconcileConfig:
-    fields = cur.mapping(frozenset({"interval", "min_interval", "on_stop"})) or {}
+    fields = cur.mapping(frozenset({"interval", "min_interval", "on_stop", "netlink"})) or {}
     config = ReconcileConfig()
+    if "netlink" in fields:
+        adapter = fields["netlink"].choice(frozenset({"pyroute2", "raw"}), "netlink adapter")
+        config = replace(config, netlink=adapter or "pyroute2")
     if "interval" in fields:
         value = fields["interval"].duration(0.1, 3600)
         config = replace(config, interval_s=value or config.interval_s)

@@ -92,6 +92,9 @@ class ReconcileConfig:
     interval_s: float = 5.0  # periodic pass: repairs hand edits within this time
     min_interval_s: float = 0.05  # passes triggered by health changes are at most this frequent
     on_stop: OnStop = OnStop.KEEP
+    # The IPVS netlink adapter: pyroute2 (default), or "raw", healthd's own generic netlink
+    # codec (healthd/ipvs/genl_codec.py) at a fraction of pyroute2's CPU for large tables.
+    netlink: str = "pyroute2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     max_concurrent_probes: int = 1024
+    probe_workers: int = 0  # probes.workers: 0 = in the daemon's process (healthd/workers.py)
     control: ControlConfig = ControlConfig()
     state_file: str = "/var/lib/healthd/state.json"
     scripts: ScriptsConfig = ScriptsConfig()

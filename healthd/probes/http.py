@@ -1,4 +1,5 @@
-"""HTTP(S) probe: one HTTP/1.1 request over asyncio streams, parsed with h11."""
+"""HTTP(S) probe: one HTTP/1.1 request; plain status-only checks take the lean path (http_lean),
+the others go over asyncio streams, parsed with h11."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import replace
 import h11
 
 from healthd.checkspec import HttpCheck, ProbeResult, Reason, Target
+from healthd.probes.http_lean import probe_status
 from healthd.probes.matchers import (
     body_matches,
     body_mismatch_text,
@@ -155,10 +157,36 @@ async def _close(writer: asyncio.StreamWriter, graceful: bool) -> None:
         deadline.cancel()
 
 
+# Plain-HTTP requests of status-only checks, built and validated once (see request_bytes).
+_REQUESTS: dict[tuple[HttpCheck, Target], bytes] = {}
+_MAX_REQUESTS = 100_000
+
+
+def request_bytes(spec: HttpCheck, target: Target) -> bytes:
+    """The request on the wire; raises ``h11.LocalProtocolError`` for an invalid one."""
+    key = (spec, target)
+    data = _REQUESTS.get(key)
+    if data is None:
+        conn = h11.Connection(h11.CLIENT)
+        data = (conn.send(build_request(spec, target)) or b"") + (
+            conn.send(h11.EndOfMessage()) or b""
+        )
+        if len(_REQUESTS) >= _MAX_REQUESTS:
+            _REQUESTS.clear()
+        _REQUESTS[key] = data
+    return data
+
+
 async def probe_http(spec: HttpCheck, target: Target) -> ProbeResult:
     """One HTTP(S) request; ok iff the status (and the body, if asked) matched."""
     start = time.monotonic()
     port = target.port if spec.port is None else spec.port
+    if not spec.https and spec.expect_body is None:  # the lean path: the status decides
+        try:
+            request = request_bytes(spec, target)
+        except h11.LocalProtocolError as exc:
+            return complete(spec, target, start, Reason.ERROR, f"invalid request: {exc}")
+        return await probe_status(spec, target, port, request, start)
     conn = h11.Connection(h11.CLIENT)
     try:
         request = conn.send(build_request(spec, target)) or b""

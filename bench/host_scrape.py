@@ -1,0 +1,145 @@
+"""(6) /metrics scrape time at 10 000 real servers, on the host.
+
+Moves itself into a fresh network namespace (unshare), starts a tcp-sink with N ports on
+127.0.0.1 and ``healthd run --dry-run`` on a config with N real servers (TCP checks, interval
+1 s, all of them up), waits until every probe has run, then scrapes /metrics ``--scrapes``
+times, one after the other: wall time per scrape as the client sees it (request sent to last
+byte read), the daemon's CPU time per scrape, and the size of the answer.
+
+    .venv/bin/python bench/host_scrape.py --n 10000 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    ROOT,
+    Sink,
+    build_sink,
+    children_of,
+    conditions,
+    cpu_seconds,
+    log,
+    status_kb,
+    stop_process,
+    summary,
+    write_json,
+)
+from configs import healthd_config
+from host_rate import BASE_PORT, enter_netns, prepare_netns
+
+METRICS_PORT = 9541  # below the sink's ports (10000..)
+
+
+def get(path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", METRICS_PORT, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument("--scrapes", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    enter_netns()
+    prepare_netns()
+    with tempfile.TemporaryDirectory(prefix="healthd-bench-") as tmp:
+        work = Path(tmp)
+        sink = Sink(
+            build_sink(ROOT / "bench" / ".build"), "127.0.0.1", BASE_PORT, args.n, "tcp", work
+        )
+        conf = healthd_config(
+            work / "healthd.yaml",
+            addr="127.0.0.1",
+            base=BASE_PORT,
+            n=args.n,
+            check="tcp",
+            workdir=work,
+            metrics_port=METRICS_PORT,
+            workers=args.workers,
+        )
+        log(f"scrape: healthd run --dry-run with {args.n} real servers")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "healthd", "run", "--dry-run", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=(work / "healthd.log").open("w"),
+            cwd=ROOT,
+        )
+        try:
+            started = time.monotonic()
+            ready = None
+            while time.monotonic() - started < 600:
+                if proc.poll() is not None:
+                    raise RuntimeError((work / "healthd.log").read_text()[-2000:])
+                try:
+                    status, body = get("/healthz")
+                except OSError:
+                    status = 0
+                if status == 200:
+                    ready = time.monotonic() - started
+                    break
+                time.sleep(0.5)
+            time.sleep(5)  # every probe has run at least once (interval 1 s)
+            pids = [proc.pid, *(p for p in children_of(proc.pid) if p != sink.pid)]
+            walls: list[float] = []
+            cpus: list[float] = []
+            size = 0
+            up = float("nan")
+            for _ in range(args.scrapes):
+                cpu0 = sum(cpu_seconds(p) for p in pids)
+                t0 = time.perf_counter()
+                status, body = get("/metrics")
+                walls.append(time.perf_counter() - t0)
+                cpus.append(sum(cpu_seconds(p) for p in pids) - cpu0)
+                assert status == 200, status
+                size = len(body)
+                time.sleep(1.0)
+            for line in body.decode().splitlines():
+                if line.startswith('healthd_real_servers{state="up"'):
+                    up = float(line.split()[-1])
+            result: dict[str, Any] = {
+                "n": args.n,
+                "ready_s": ready,
+                "scrape_wall_s": summary(walls),
+                "scrape_cpu_s": summary(cpus),
+                "bytes": size,
+                "series": sum(
+                    1 for ln in body.decode().splitlines() if ln and not ln.startswith("#")
+                ),
+                "up": up,
+                "rss_kb": sum(status_kb(p, "VmRSS") for p in pids),
+                "peak_rss_kb": sum(status_kb(p, "VmHWM") for p in pids),
+                "workers": args.workers,
+            }
+        finally:
+            stop_process(proc)
+            sink.close()
+    log(
+        f"  scrape p50 {1000 * result['scrape_wall_s']['p50']:.0f} ms, p99 "
+        f"{1000 * result['scrape_wall_s']['p99']:.0f} ms, {result['bytes']} bytes, "
+        f"{result['series']} series, RSS {result['rss_kb']} kB"
+    )
+    if args.json:
+        write_json(args.json, {"conditions": conditions(), **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Turns the result JSON files of a run into the tables and the plot of docs/benchmarks.md.
+
+    python bench/report.py RESULTS_DIR [--doc docs/benchmarks.md] [--plot PNG]
+
+Prints the tables (markdown); with ``--doc`` it also replaces the part of the document between
+``<!-- figures:begin -->`` and ``<!-- figures:end -->``.  The plot needs matplotlib (the bench
+tools venv of bench/run-all has it); without it the tables are still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+NA = "n/a"
+BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
+DAEMONS = {"keepalived": "keepalived", "healthd": "healthd", "healthd:2": "healthd, 2 workers"}
+BOUND_VM_S = 2 * 1.0 + 0.9 + 0.02 + 1.0  # fall x interval + timeout + 20 ms, + 1 s in the VM
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fmt(value: Any, digits: int = 2, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NA
+    return f"{value * scale:.{digits}f}"
+
+
+def ratio(a: Any, b: Any) -> str:
+    if not a or not b or any(isinstance(v, float) and math.isnan(v) for v in (a, b)):
+        return NA
+    return f"{a / b:.2f}x"
+
+
+def vm_runs(results: Path) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for name in ("vm-tcp.json", "vm-http.json", "vm-rss.json"):
+        data = load(results / name)
+        if data:
+            runs += [dict(r, source=name) for r in data["runs"]]
+    return runs
+
+
+def pick(runs: list[dict[str, Any]], daemon: str, check: str, n: int) -> dict[str, Any] | None:
+    found = [
+        r
+        for r in runs
+        if r["daemon"] == daemon and r["check"] == check and r["n"] == n and "window" in r
+    ]
+    return found[-1] if found else None
+
+
+def cpu_table(runs: list[dict[str, Any]]) -> list[str]:
+    daemons = [d for d in DAEMONS if any(r["daemon"] == d for r in runs)]
+    head = "| check | N | " + " | ".join(f"{DAEMONS[d]}: ms CPU/check (checks/s)" for d in daemons)
+    head += " | " + " | ".join(f"{DAEMONS[d]} / keepalived" for d in daemons[1:]) + " |"
+    out = [head, "|" + "---|" * (2 + 2 * len(daemons) - 1)]
+    for check in ("tcp", "http"):
+        for n in (100, 1000, 5000):
+            cells = {d: pick(runs, d, check, n) for d in daemons}
+            if not any(cells.values()):
+                continue
+            row = f"| {check.upper()} | {n} | "
+            row += " | ".join(
+                f"{fmt(c['window']['cpu_ms_per_check'], 3)} ({c['window']['checks_per_s']:.0f})"
+                if c
+                else NA
+                for c in cells.values()
+            )
+            base = cells.get("keepalived")
+            row += (
+                " | "
+                + " | ".join(
+                    ratio(
+                        cells[d]["window"]["cpu_ms_per_check"] if cells[d] else None,  # type: ignore[index]
+                        base["window"]["cpu_ms_per_check"] if base else None,
+                    )
+                    for d in daemons[1:]
+                )
+            )
+            out.append(row + " |")
+    return out
+
+
+def detection_table(runs: list[dict[str, Any]]) -> list[str]:
+    daemons = [d for d in DAEMONS if any(r["daemon"] == d for r in runs)]
+    out = [
+        "| check | N | daemon | down p50 / p99 / max (s) | kills | back up p50 / p99 (s) "
+        "| poll period (s) | within bound |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for check in ("tcp", "http"):
+        for n in (100, 1000, 5000):
+            for d in daemons:
+                r = pick(runs, d, check, n)
+                if not r or "detection" not in r:
+                    continue
+                det = r["detection"]
+                down, up = det["down_s"], det["up_s"]
+                ok = down["n"] and down["p99"] <= BOUND_VM_S and not det["unfinished"]
+                late = f" (+{det['unfinished']} unfinished)" if det["unfinished"] else ""
+                out.append(
+                    f"| {check.upper()} | {n} | {DAEMONS[d]} | {fmt(down['p50'])} / "
+                    f"{fmt(down['p99'])} / {fmt(down['max'])} | {down['n']}{late}"
+                    f" | {fmt(up['p50'])} / {fmt(up['p99'])} | {fmt(det['poll_period_s'], 3)} "
+                    f"| {'yes' if ok else 'no'} |"
+                )
+    return out
+
+
+def rss_table(runs: list[dict[str, Any]]) -> list[str]:
+    daemons = [d for d in DAEMONS if any(r["daemon"] == d for r in runs)]
+    out = ["| N | " + " | ".join(f"{DAEMONS[d]} peak RSS (MB)" for d in daemons) + " |"]
+    out.append("|---|" + "---|" * len(daemons))
+    for n in (1000, 5000, 10000):
+        cells = []
+        for d in daemons:
+            found = [
+                r for r in runs if r["daemon"] == d and r["n"] == n and "peak_rss_total_kb" in r
+            ]
+            cells.append(
+                " / ".join(f"{r['peak_rss_total_kb'] / 1024:.1f}" for r in found) if found else NA
+            )
+        if any(c != NA for c in cells):
+            out.append(f"| {n} | " + " | ".join(cells) + " |")
+    return out
+
+
+def netlink_table(data: Any) -> list[str]:
+    if not data:
+        return []
+    out = [
+        "| method | N | build: ms CPU/op (s wall) | weights: ms CPU/op (s wall) |",
+        "|---|---|---|---|",
+    ]
+    for r in data["runs"]:
+        cells = []
+        for step in ("build", "weights"):
+            s = r[step]
+            cells.append(f"{1000 * s['cpu_s'] / max(s['ops'], 1):.3f} ({s['wall_s']:.1f})")
+        out.append(
+            f"| {r['method']} (run {r['attempt'] + 1}) | {r['n']} | " + " | ".join(cells) + " |"
+        )
+    return out
+
+
+def host_rate_table(results: Path) -> list[str]:
+    out = [
+        "| check | workers | scheduled/s | done/s | CPU % (per process) | µs CPU/check | "
+        "delay p50 / p99 (ms) | p99 < 10 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(results.glob("host-rate-*.json")):
+        data = load(path)
+        for r in data["runs"]:
+            workers = data.get("workers") or 0
+            per_process = ", ".join(map(str, r["cpu_pct_per_process"]))
+            out.append(
+                f"| {r['check'].upper()} | {workers} | {r['scheduled_per_s']:.0f} | "
+                f"{r['checks_per_s']:.0f} | {r['cpu_pct']:.0f} ({per_process}) "
+                f"| {fmt(r['cpu_us_per_check'], 1)} | {fmt(r['delay_p50_ms'])} / "
+                f"{fmt(r['delay_p99_ms'])} | {'yes' if r['delay_p99_ms'] < 10 else 'no'} |"
+            )
+    return out
+
+
+def scrape_table(results: Path) -> list[str]:
+    out = []
+    for path in sorted(results.glob("host-scrape*.json")):
+        r = load(path)
+        wall, cpu = r["scrape_wall_s"], r["scrape_cpu_s"]
+        out.append(
+            f"- N = {r['n']} real servers: scrape wall p50 {fmt(wall['p50'], 0, 1000)} ms,"
+            f" p99 {fmt(wall['p99'], 0, 1000)} ms ({wall['n']} scrapes);"
+            f" daemon CPU per scrape p50 {fmt(cpu['p50'], 0, 1000)} ms;"
+            f" {r['series']} series, {r['bytes'] / 1e6:.1f} MB;"
+            f" daemon RSS {r['rss_kb'] / 1024:.0f} MB"
+        )
+    return out
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report.py: no matplotlib, no plot", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    styles = {"keepalived": "o-", "healthd": "s-", "healthd:2": "^-"}
+    for check, dash in (("tcp", ""), ("http", "--")):
+        for d in DAEMONS:
+            points = [
+                (n, r["window"]["cpu_ms_per_check"])
+                for n in (100, 1000, 5000)
+                if (r := pick(runs, d, check, n)) is not None
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                style = styles[d] if not dash else styles[d].replace("-", "--")
+                ax.plot(xs, ys, style, label=f"{DAEMONS[d]}, {check.upper()}")
+    ax.set_xscale("log")
+    ax.set_xlabel("real servers (N), interval 1 s")
+    ax.set_ylabel("guest CPU ms per check (TCG)")
+    ax.set_title("CPU per check, same VM, kernel and backends")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def render(results: Path) -> str:
+    runs = vm_runs(results)
+    parts = [
+        "### CPU per check (VM)",
+        "",
+        *cpu_table(runs),
+        "",
+        "### Detection and recovery (VM)",
+        "",
+        f"Bound in the VM: fall x interval + timeout + 20 ms + 1 s = {BOUND_VM_S:.2f} s.",
+        "",
+        *detection_table(runs),
+        "",
+        "### Peak RSS (VM)",
+        "",
+        *rss_table(runs),
+        "",
+        "### Netlink (VM)",
+        "",
+        *netlink_table(load(results / "vm-netlink.json")),
+        "",
+        "### Checks per second on one core (host)",
+        "",
+        *host_rate_table(results),
+        "",
+        "### /metrics scrape (host)",
+        "",
+        *scrape_table(results),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--doc", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    text = render(args.results)
+    print(text)
+    if args.plot:
+        plot(vm_runs(args.results), args.plot)
+    if args.doc:
+        doc = args.doc.read_text()
+        if BEGIN in doc and END in doc:
+            head, rest = doc.split(BEGIN, 1)
+            _, tail = rest.split(END, 1)
+            args.doc.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+        else:
+            print(f"report.py: {args.doc} has no {BEGIN} ... {END} section", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

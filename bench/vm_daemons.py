@@ -1,0 +1,267 @@
+"""(1)-(3) inside the test VM: healthd and keepalived on the same kernel, boot and backends.
+
+Runs as root in the guest (bench/run-vm boots it).  For each daemon, check type and N, one
+after the other on the same boot:
+
+* real servers: one tcp-sink process (bench/tcp-sink.c) listening on 10.200.0.1:20000.. (a dummy
+  interface), one port per real server; "killing" one closes its listening socket (RST);
+* the daemon owns virtual server TCP 10.99.0.1:80 (wrr, NAT, inhibit on failure), equivalent
+  settings (bench/configs.py);
+* startup: until every destination is in the table with weight 1;
+* CPU: user+sys of the daemon's processes (keepalived: parent and checker; healthd: all of its
+  processes) over a window after a warm-up, from /proc/PID/stat; checks done = Tcp PassiveOpens
+  of the guest over the same window (the sink is the only listener);
+* detection: kill a backend, poll the table (raw genl dump) until its weight is 0; revive it,
+  poll until its weight is back; a few victims in flight at once, new one every second;
+* memory: VmHWM (peak RSS) of each process at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    ROOT,
+    CpuWindow,
+    Sink,
+    children_of,
+    conditions,
+    cpu_seconds,
+    log,
+    status_kb,
+    stop_process,
+    summary,
+    write_json,
+)
+from configs import VIP, VPORT, healthd_config, keepalived_config
+from ipvswatch import IpvsWatch, check
+
+RS_ADDR = "10.200.0.1"
+BASE = 20000
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def setup_guest() -> None:
+    subprocess.run(["ip", "link", "del", "rsnet"], capture_output=True)
+    sh("ip", "link", "add", "rsnet", "type", "dummy")
+    sh("ip", "addr", "add", f"{RS_ADDR}/32", "dev", "rsnet")
+    sh("ip", "link", "set", "rsnet", "up")
+    Path("/proc/sys/net/ipv4/ip_local_port_range").write_text("32768 65000\n")
+    Path("/proc/sys/net/ipv4/tcp_tw_reuse").write_text("1\n")
+    Path("/proc/sys/net/core/somaxconn").write_text("4096\n")
+
+
+class Daemon:
+    """keepalived --check, or healthd run: started, its PIDs, stopped."""
+
+    def __init__(self, kind: str, check_type: str, n: int, work: Path, args: Any) -> None:
+        self.kind = kind
+        kind, _, workers = kind.partition(":")  # "healthd:2": healthd with probes.workers 2
+        self.log_path = work / f"{kind}{workers}-{check_type}-{n}.log"
+        self.log = self.log_path.open("w")
+        if kind == "keepalived":
+            conf = keepalived_config(
+                work / "keepalived.conf", addr=RS_ADDR, base=BASE, n=n, check=check_type
+            )
+            argv = [
+                "keepalived", "--check", "--dont-fork", "--log-console", "--no-syslog",
+                "--dont-respawn", "-f", str(conf), "-p", str(work / "keepalived.pid"),
+                "-c", str(work / "checkers.pid"),
+            ]  # fmt: skip
+        else:
+            conf = healthd_config(
+                work / "healthd.yaml",
+                addr=RS_ADDR,
+                base=BASE,
+                n=n,
+                check=check_type,
+                workdir=work,
+                workers=int(workers) if workers else args.workers,
+            )
+            argv = [args.python, "-m", "healthd", "run", "-c", str(conf)]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *children_of(self.proc.pid)]
+
+    def stop(self) -> None:
+        stop_process(self.proc, wait_s=60)
+        self.log.close()
+
+
+def wait_populated(watch: IpvsWatch, daemon: Daemon, n: int, limit_s: float) -> float | None:
+    """Seconds from the daemon's start until all N destinations are in with weight > 0."""
+    deadline = daemon.started + limit_s
+    while time.monotonic() < deadline:
+        if daemon.proc.poll() is not None:
+            raise RuntimeError(f"{daemon.kind} exited: see {daemon.log_path}")
+        total, up = watch.weight_counts(VIP, VPORT)
+        if total == n and up == n:
+            return time.monotonic() - daemon.started
+        time.sleep(0.2)
+    return None
+
+
+def detection(
+    watch: IpvsWatch, sink: Sink, n: int, kills: int, limit_s: float, rng: random.Random
+) -> dict[str, Any]:
+    """Kill ``kills`` backends (at most 3 at a time, one more per second); time down and up."""
+    pending: dict[int, dict[str, float]] = {}  # port -> {"kill": t, "down": t, "revive": t}
+    down: list[float] = []
+    up: list[float] = []
+    polls = 0
+    started = time.monotonic()
+    next_kill = started
+    victims = rng.sample(range(BASE, BASE + n), min(kills, n))
+    failures = 0
+    while (victims or pending) and time.monotonic() - started < limit_s:
+        now = time.monotonic()
+        if victims and len(pending) < 3 and now >= next_kill:
+            port = victims.pop()
+            sink.kill(port)
+            pending[port] = {"kill": time.monotonic()}
+            next_kill = now + 1.0
+        blob = b"".join(watch.dump_raw(VIP, VPORT))
+        seen = time.monotonic()
+        polls += 1
+        for port, times in list(pending.items()):
+            weight = watch.weight_of(blob, port)
+            if "down" not in times:
+                if weight is None or weight == 0:
+                    times["down"] = seen
+                    down.append(seen - times["kill"])
+                    sink.revive(port)
+                    times["revive"] = time.monotonic()
+            elif weight:
+                up.append(seen - times["revive"])
+                del pending[port]
+        time.sleep(0.02)
+    failures = len(pending) + len(victims)
+    for port in pending:
+        sink.revive(port)
+    elapsed = time.monotonic() - started
+    return {
+        "down_s": summary(down),
+        "up_s": summary(up),
+        "unfinished": failures,
+        "poll_period_s": elapsed / max(polls, 1),
+    }
+
+
+def run_case(
+    kind: str, check_type: str, n: int, args: Any, work: Path, watch: IpvsWatch, sink_bin: Path
+) -> dict[str, Any]:
+    subprocess.run(["ipvsadm", "-C"], check=True)
+    sink = Sink(sink_bin, RS_ADDR, BASE, n, check_type, work)
+    daemon = Daemon(kind, check_type, n, work, args)
+    out: dict[str, Any] = {"daemon": kind, "check": check_type, "n": n}
+    try:
+        out["startup_s"] = wait_populated(watch, daemon, n, args.startup_limit)
+        if out["startup_s"] is None:
+            log(f"  {kind} never had all {n} destinations up; measuring anyway")
+        elif n <= 2000:
+            check(watch, VIP, VPORT, sh("ipvsadm", "-Ln"))
+        time.sleep(args.warmup)
+        pids = daemon.pids()
+        sink_cpu0 = cpu_seconds(sink.pid)
+        window = CpuWindow(pids)
+        time.sleep(args.window)
+        out["window"] = window.finish()
+        out["window"]["sink_cpu_pct"] = (
+            100 * (cpu_seconds(sink.pid) - sink_cpu0) / out["window"]["wall_s"]
+        )
+        out["processes"] = len(pids)
+        out["rss_kb"] = sum(status_kb(p, "VmRSS") for p in daemon.pids())
+        if args.profile and kind.startswith("healthd"):  # after the window: py-spy costs CPU too
+            for pid in pids:
+                raw = args.json.parent / f"pyspy-{check_type}-{n}-{pid}.txt"
+                subprocess.Popen(
+                    [args.profile, "record", "-p", str(pid), "-d", "15", "-r", "50", "-f", "raw",
+                     "-o", str(raw), "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            time.sleep(20)
+        if args.kills:
+            out["detection"] = detection(
+                watch, sink, n, args.kills, args.detect_limit, random.Random(n)
+            )
+        out["peak_rss_kb"] = {str(p): status_kb(p, "VmHWM") for p in daemon.pids()}
+        out["peak_rss_total_kb"] = sum(out["peak_rss_kb"].values())
+        out["scheduled_per_s"] = n / 1.0
+    finally:
+        daemon.stop()
+        sink.close()
+        subprocess.run(["ipvsadm", "-C"], check=False)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--daemons",
+        nargs="+",
+        default=["keepalived", "healthd", "healthd:2"],
+        help="keepalived, healthd, healthd:W (probes.workers W)",
+    )
+    parser.add_argument("--checks", nargs="+", default=["tcp", "http"])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--startup-limit", type=float, default=300.0)
+    parser.add_argument("--detect-limit", type=float, default=240.0)
+    parser.add_argument("--workers", type=int, default=None, help="probes.workers for 'healthd'")
+    parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
+    parser.add_argument("--sink", type=Path, default=ROOT / "bench" / ".build" / "tcp-sink")
+    parser.add_argument("--profile", help="py-spy binary: profile healthd 15 s after the window")
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+    if os.environ.get("HEALTHD_VM") != "1":
+        print("vm_daemons.py runs inside the test VM (bench/run-vm)", file=sys.stderr)
+        return 2
+    setup_guest()
+    work = Path("/tmp/healthd-bench")
+    work.mkdir(exist_ok=True)
+    watch = IpvsWatch()
+    results: list[dict[str, Any]] = []
+    data = {"conditions": conditions(), "args": vars(args) | {"json": str(args.json)}}
+    data["args"]["sink"] = str(args.sink)
+    for check_type in args.checks:
+        for n in args.n:
+            for kind in args.daemons:
+                log(f"{kind} {check_type} N={n}")
+                try:
+                    result = run_case(kind, check_type, n, args, work, watch, args.sink)
+                except Exception as exc:  # record it, go on with the next case
+                    log(f"  failed: {exc!r}")
+                    result = {"daemon": kind, "check": check_type, "n": n, "error": repr(exc)}
+                results.append(result)
+                write_json(args.json, data | {"runs": results})
+                w = result.get("window")
+                if w:
+                    det = result.get("detection", {}).get("down_s", {})
+                    log(
+                        f"  startup {result['startup_s']}s, CPU {w['cpu_pct']:.1f}% "
+                        f"{w['checks_per_s']:.0f} checks/s {w['cpu_ms_per_check']:.3f} ms/check, "
+                        f"sink {w['sink_cpu_pct']:.1f}%, RSS {result['peak_rss_total_kb']} kB, "
+                        f"down p50 {det.get('p50')} p99 {det.get('p99')}"
+                    )
+    watch.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""``IpvsPort`` on the kernel over raw generic netlink (``genl_codec``), on the event loop.
+
+The same contract as ``healthd.ipvs.netlink.NetlinkIpvs`` (pyroute2), at a fraction of its
+cost: pyroute2 spends ~0.6 ms of CPU encoding one message and ~1 ms decoding one dumped
+destination, which made a 5 s reconcile pass over 5000 real servers cost seconds of CPU.
+
+* One request in flight on the socket (a lock), each one acknowledged (NLM_F_ACK) or ended by
+  NLMSG_DONE, and matched by sequence number.  The socket is non-blocking: the kernel answers
+  IPVS requests synchronously, so the answer is normally there at once; otherwise we wait for
+  it on the event loop.
+* Any socket error, or a request abandoned half-way (a timeout or a cancellation), discards the
+  socket; the next request opens a fresh one.
+* Large dumps are decoded in slices, yielding to the event loop between them, so probes keep
+  their schedule while 10 000 destinations are read; a destination whose message is the same as
+  in the previous dump (no traffic since) is not decoded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import Collection
+
+from healthd.ipvs import genl_codec as c
+from healthd.ipvs.errors import IpvsError, IpvsTransient, IpvsUnavailable, from_errno
+from healthd.model import (
+    AddRealServer,
+    AddVirtualServer,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    EditRealServer,
+    EditVirtualServer,
+    Observed,
+    ObservedRealServer,
+    ObservedVirtualServer,
+    Op,
+    RealServerKey,
+    VirtualServerKey,
+)
+
+NETLINK_GENERIC = 16
+RECV_BUFFER = 1 << 20
+SOCKET_BUFFER = 4 << 20
+DECODE_SLICE = 256  # dumped messages decoded between two yields to the event loop
+UNAVAILABLE = (
+    "IPVS is not available in this kernel (the ip_vs module is not loaded and could not be "
+    "loaded): load it with 'modprobe ip_vs', or run with --dry-run"
+)
+NEEDS_ROOT = "IPVS needs root (CAP_NET_ADMIN): run healthd as root, or with --dry-run"
+
+
+class GenlIpvs:
+    """``IpvsPort`` on the kernel.  Open with ``await GenlIpvs.open()``."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._family = 0
+        self._seq = 0
+        self._lock = asyncio.Lock()
+        # Destinations of the latest dump by their raw message: an idle destination (no traffic,
+        # so the same counters) is not decoded again.  Holds one dump's worth.
+        self._decoded: dict[bytes, ObservedRealServer] = {}
+
+    @classmethod
+    async def open(cls) -> GenlIpvs:
+        """Connect and read the table once; raises ``IpvsUnavailable`` with one clear sentence."""
+        adapter = cls()
+        try:
+            await adapter._request(c.CMD_GET_SERVICE, c.NLM_F_DUMP, b"", "dumping virtual servers")
+        except IpvsUnavailable as exc:
+            await adapter.close()
+            if exc.code in (errno.EPERM, errno.EACCES):
+                raise IpvsUnavailable(NEEDS_ROOT, exc.code) from exc
+            raise
+        except BaseException:
+            await adapter.close()
+            raise
+        return adapter
+
+    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+        wanted = frozenset(keys)
+        observed: dict[VirtualServerKey, ObservedVirtualServer] = {}
+        previous, cache = self._decoded, {}
+        services = await self._request(
+            c.CMD_GET_SERVICE, c.NLM_F_DUMP, b"", "dumping virtual servers"
+        )
+        for msg in services:
+            spec, stats = c.decode_service(msg)
+            if spec.key not in wanted:
+                continue  # not ours: never touched, not even read further
+            af = socket.AF_INET6 if spec.key.family == 6 else socket.AF_INET
+            dests = await self._request(
+                c.CMD_GET_DEST,
+                c.NLM_F_DUMP,
+                c.service_nest(spec.key),
+                f"dumping real servers of {spec.key}",
+            )
+            real_servers: dict[RealServerKey, ObservedRealServer] = {}
+            for index, dmsg in enumerate(dests):
+                body = dmsg[16:]  # without the netlink header (its sequence number changes)
+                rs = previous.get(body)  # unchanged since the last dump: no decoding
+                if rs is None:
+                    rs = c.decode_dest(dmsg, af)
+                    if index % DECODE_SLICE == DECODE_SLICE - 1:
+                        await asyncio.sleep(0)
+                cache[body] = rs
+                real_servers[rs.spec.key] = rs
+            observed[spec.key] = ObservedVirtualServer(spec, real_servers, stats)
+        self._decoded = cache
+        return observed
+
+    async def apply(self, op: Op) -> None:
+        cmd, attrs = request_for(op)
+        await self._request(cmd, c.NLM_F_ACK, attrs, op)  # op: str() only for an error
+
+    async def close(self) -> None:
+        self._reset()
+
+    # ---- the socket ---------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        return self._seq
+
+    async def _connect(self) -> socket.socket:
+        if self._sock is not None:
+            return self._sock
+        try:
+            sock = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_GENERIC
+            )
+        except OSError as exc:
+            raise from_errno(exc.errno or errno.EIO, "opening a netlink socket") from exc
+        try:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.bind((0, 0))
+        except OSError as exc:
+            sock.close()
+            raise from_errno(exc.errno or errno.EIO, "binding a netlink socket") from exc
+        self._sock = sock
+        seq = self._next_seq()
+        try:
+            replies = await self._exchange(sock, c.family_request(seq), seq, "resolving IPVS")
+        except IpvsError as exc:
+            self._reset()
+            if exc.code == errno.ENOENT:
+                raise IpvsUnavailable(UNAVAILABLE, exc.code) from exc
+            raise
+        family = next((f for f in map(c.family_id, replies) if f), None)
+        if family is None:
+            self._reset()
+            raise IpvsUnavailable(UNAVAILABLE, errno.ENOENT)
+        self._family = family
+        return sock
+
+    async def _request(self, cmd: int, flags: int, attrs: bytes, what: object) -> list[bytes]:
+        """Send one request; its answer messages (none for an ACK).  Raises ``IpvsError``."""
+        async with self._lock:
+            sock = await self._connect()
+            seq = self._next_seq()
+            data = c.message(self._family, c.NLM_F_REQUEST | flags, seq, cmd, attrs)
+            return await self._exchange(sock, data, seq, what)
+
+    async def _exchange(
+        self, sock: socket.socket, data: bytes, seq: int, what: object
+    ) -> list[bytes]:
+        done = False
+        try:
+            sock.send(data)
+            out: list[bytes] = []
+            while True:
+                try:
+                    chunk = sock.recv(RECV_BUFFER)
+                except BlockingIOError:
+                    await _readable(sock)
+                    continue
+                for kind, _flags, mseq, msg in c.split_messages(chunk):
+                    if mseq != seq:
+                        continue  # a late answer to an abandoned request
+                    if kind == c.NLMSG_ERROR:
+                        code = c.error_code(msg)
+                        done = True
+                        if code:
+                            raise from_errno(code, str(what))
+                        return out
+                    if kind == c.NLMSG_DONE:
+                        done = True
+                        return out
+                    out.append(msg)
+        except OSError as exc:
+            raise IpvsTransient(f"{what}: {exc}", exc.errno or 0) from exc
+        finally:
+            if not done:  # an error or a cancellation half-way: start over on a fresh socket
+                self._reset()
+
+
+async def _readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, _set_done, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def request_for(op: Op) -> tuple[int, bytes]:
+    """(command, attributes) of the request that carries out ``op``."""
+    if isinstance(op, AddVirtualServer):
+        return c.CMD_NEW_SERVICE, c.service_nest(op.spec)
+    if isinstance(op, EditVirtualServer):
+        return c.CMD_SET_SERVICE, c.service_nest(op.spec)
+    if isinstance(op, DeleteVirtualServer):
+        return c.CMD_DEL_SERVICE, c.service_nest(op.key)
+    if isinstance(op, AddRealServer):
+        return c.CMD_NEW_DEST, c.service_nest(op.virtual_server) + c.dest_nest(op.spec)
+    if isinstance(op, EditRealServer):
+        return c.CMD_SET_DEST, c.service_nest(op.virtual_server) + c.dest_nest(op.spec)
+    if isinstance(op, DeleteRealServer):
+        return c.CMD_DEL_DEST, c.service_nest(op.virtual_server) + c.dest_nest(op.key)
+    raise TypeError(f"unknown operation {op!r}")  # pragma: no cover - exhaustive

@@ -1,0 +1,329 @@
+"""Probes in worker processes (``probes.workers: N``): the ``Scheduler`` interface, N processes.
+
+When one core cannot run every probe on schedule, or the main event loop is busy with
+reconcile passes and scrapes of a large config, the probes move to ``N`` worker processes
+(``python -m healthd.workers``).  Each worker runs an ordinary ``Scheduler`` over its share of the
+probes and sends results back in batches (a pickle per batch, at most every ``FLUSH_S``); the
+main process hands every result and every schedule delay to the same callbacks as the in-process
+scheduler does, so health, metrics and the reconciler do not know the difference.
+
+* Probes are spread over workers by count; a probe stays on its worker across ``update()``.
+* A worker that dies is started again (after 1 s, then up to 30 s) with the same probes; its
+  probes make no progress meanwhile, which the watchdog (``last_progress``) sees.
+* A worker exits when its stdin closes, so it never outlives the daemon, even a killed one.
+* ``probe_once`` runs in the calling process (it is the in-process ``Scheduler``'s).
+
+Protocol (length-prefixed pickles; the workers are our own children, nothing else writes here):
+main -> worker ``("add", [(id, ProbeKey), ...])``, ``("remove", [id, ...])``; worker -> main
+``(in_flight, [(id, ok, reason, detail, duration_s, http_status, tls_not_after), ...], [delay,
+...])``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import signal
+import struct
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from healthd.checkspec import ProbeResult, Reason
+from healthd.scheduler import DelayFn, ResultFn, Scheduler
+from healthd.state import ProbeKey
+
+log = logging.getLogger("healthd.workers")
+
+FLUSH_S = 0.005  # a result waits at most this long in a worker before it is sent
+FLUSH_COUNT = 512
+RESTART_S = (1.0, 30.0)
+STOP_S = 5.0  # a worker that has not exited this long after its input closed is killed
+_LEN = struct.Struct("!I")
+_REASONS = {r.value: r for r in Reason}
+ResultRow = tuple[int, bool, str, str, float, int | None, float | None]
+
+
+def _frame(message: Any) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    (size,) = _LEN.unpack(await reader.readexactly(_LEN.size))
+    return pickle.loads(await reader.readexactly(size))
+
+
+class _Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.ids: set[int] = set()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.in_flight = 0
+        self.failures = 0
+
+
+class WorkerPool(Scheduler):
+    """A ``Scheduler`` whose probes run in ``workers`` child processes; ``probe_once`` runs here."""
+
+    def __init__(
+        self,
+        probes: Iterable[ProbeKey],
+        on_result: ResultFn,
+        *,
+        workers: int,
+        max_concurrent: int = 1024,
+        jitter: float = 0.1,
+        on_delay: DelayFn | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        super().__init__([], on_result, max_concurrent=max_concurrent, on_delay=on_delay)
+        self._keys = list(dict.fromkeys(probes))
+        self._worker_concurrency = max(1, max_concurrent // workers)
+        self._jitter = jitter
+        self._command = command or [sys.executable, "-m", "healthd.workers"]
+        self._workers = [_Worker(i) for i in range(workers)]
+        self._ids: dict[ProbeKey, int] = {}
+        self._by_id: dict[int, ProbeKey] = {}
+        self._owner: dict[int, _Worker] = {}
+        self._next_id = 0
+        self._running = False
+
+    async def run(self) -> None:
+        """Run the workers until cancelled; cancelling stops them."""
+        self._running = True
+        self.update(self._keys)
+        tasks = [asyncio.create_task(self._supervise(w)) for w in self._workers]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self._running = False
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def update(self, keys: Iterable[ProbeKey]) -> tuple[int, int]:
+        """Probe exactly ``keys`` from now on; probes that stay keep their worker and schedule."""
+        wanted = list(dict.fromkeys(keys))
+        self._keys = wanted
+        if not self._running:
+            return (0, 0)
+        wanted_set = set(wanted)
+        removed: dict[_Worker, list[int]] = {}
+        for key in [k for k in self._ids if k not in wanted_set]:
+            key_id = self._ids.pop(key)
+            del self._by_id[key_id]
+            owner = self._owner.pop(key_id)
+            owner.ids.discard(key_id)
+            removed.setdefault(owner, []).append(key_id)
+        added: dict[_Worker, list[tuple[int, ProbeKey]]] = {}
+        for key in wanted:
+            if key in self._ids:
+                continue
+            key_id = self._next_id
+            self._next_id += 1
+            owner = min(self._workers, key=lambda w: len(w.ids))
+            self._ids[key], self._by_id[key_id], self._owner[key_id] = key_id, key, owner
+            owner.ids.add(key_id)
+            added.setdefault(owner, []).append((key_id, key))
+        for worker, ids in removed.items():
+            self._send(worker, ("remove", ids))
+        for worker, pairs in added.items():
+            self._send(worker, ("add", pairs))
+        return (sum(len(p) for p in added.values()), sum(len(i) for i in removed.values()))
+
+    # ---- one worker -------------------------------------------------------------------------
+
+    def _send(self, worker: _Worker, message: Any) -> None:
+        proc = worker.proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            return  # not started yet, or restarting: it gets all of its probes when it starts
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            proc.stdin.write(_frame(message))
+
+    async def _supervise(self, worker: _Worker) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self._serve(worker)
+            except (OSError, asyncio.IncompleteReadError, pickle.UnpicklingError) as exc:
+                log.error("probe worker %d failed: %s", worker.index, exc or type(exc).__name__)
+            finally:
+                await self._stop(worker)
+            if time.monotonic() - started > 60:
+                worker.failures = 0
+            worker.failures += 1
+            delay = min(RESTART_S[0] * 2 ** (worker.failures - 1), RESTART_S[1])
+            log.error("probe worker %d exited; starting it again in %gs", worker.index, delay)
+            await asyncio.sleep(delay)
+
+    async def _serve(self, worker: _Worker) -> None:
+        worker.proc = proc = await asyncio.create_subprocess_exec(
+            *self._command,
+            str(self._worker_concurrency),
+            repr(self._jitter),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        self._send(worker, ("add", [(i, self._by_id[i]) for i in sorted(worker.ids)]))
+        log.info("probe worker %d (pid %d): %d probes", worker.index, proc.pid, len(worker.ids))
+        while True:
+            in_flight, rows, delays = await _read_frame(proc.stdout)
+            worker.in_flight = in_flight
+            self.in_flight = sum(w.in_flight for w in self._workers)
+            self._deliver(worker, rows, delays)
+
+    def _deliver(self, worker: _Worker, rows: list[ResultRow], delays: list[float]) -> None:
+        if self._on_delay is not None:
+            for delay in delays:
+                self._on_delay(delay)
+        for key_id, ok, reason, detail, duration, status, not_after in rows:
+            key = self._by_id.get(key_id)
+            if key is None or self._owner.get(key_id) is not worker:
+                continue  # removed meanwhile
+            result = ProbeResult(ok, _REASONS[reason], detail, duration, status, not_after)
+            self.completed += 1
+            try:
+                self._on_result(key, result)
+            except Exception:
+                log.exception("handling the result of %s failed", key.describe())
+        if rows:
+            self.last_progress = time.monotonic()
+
+    async def _stop(self, worker: _Worker) -> None:
+        proc, worker.proc, worker.in_flight = worker.proc, None, 0
+        self.in_flight = sum(w.in_flight for w in self._workers)
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # a worker exits at the end of its input
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_S)
+        except TimeoutError:
+            log.warning("probe worker %d did not stop within %gs: killing it", worker.index, STOP_S)
+            proc.kill()
+            await proc.wait()
+        except asyncio.CancelledError:
+            if proc.returncode is None:
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
+
+
+# ---- the worker process -----------------------------------------------------------------------
+
+
+class _Batcher:
+    """Collects results and delays; sends them at most FLUSH_S after the first one."""
+
+    def __init__(self, out: Any, scheduler: list[Scheduler]) -> None:
+        self._out = out
+        self._scheduler = scheduler
+        self._ids: dict[ProbeKey, int] = {}
+        self._rows: list[ResultRow] = []
+        self._delays: list[float] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def on_result(self, key: ProbeKey, r: ProbeResult) -> None:
+        key_id = self._ids.get(key)
+        if key_id is None:
+            return
+        row = (key_id, r.ok, r.reason.value, r.detail, r.duration_s, r.http_status, r.tls_not_after)
+        self._rows.append(row)
+        self._due()
+
+    def on_delay(self, delay: float) -> None:
+        self._delays.append(delay)
+        self._due()
+
+    def _due(self) -> None:
+        if len(self._rows) >= FLUSH_COUNT:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        in_flight = self._scheduler[0].in_flight if self._scheduler else 0
+        self._out.write(_frame((in_flight, self._rows, self._delays)))  # buffered, never blocks
+        self._rows, self._delays = [], []
+
+
+async def _worker_main(max_concurrent: int, jitter: float) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
+    holder: list[Scheduler] = []
+    batcher = _Batcher(out, holder)
+    scheduler = Scheduler(
+        [],
+        batcher.on_result,
+        max_concurrent=max_concurrent,
+        jitter=jitter,
+        on_delay=batcher.on_delay,
+    )
+    holder.append(scheduler)
+    keys: dict[int, ProbeKey] = {}
+    running = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(0)
+    try:
+        while True:
+            try:
+                verb, items = await _read_frame(reader)
+            except asyncio.IncompleteReadError:
+                return  # the daemon closed our input: stop
+            if verb == "add":
+                for key_id, key in items:
+                    keys[key_id] = key
+                    batcher._ids[key] = key_id
+            else:
+                for key_id in items:
+                    key = keys.pop(key_id, None)
+                    if key is not None:
+                        batcher._ids.pop(key, None)
+            scheduler.update(keys.values())
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of a worker: ``python -m healthd.workers MAX_CONCURRENT JITTER``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s",
+        stream=sys.stderr,
+    )
+    max_concurrent, jitter = int(argv[0]), float(argv[1])
+    with contextlib.suppress(BrokenPipeError):
+        asyncio.run(_worker_main(max_concurrent, jitter))
+    return 0
+
+
+def scheduler_for(
+    workers: int,
+    probes: Iterable[ProbeKey],
+    on_result: ResultFn,
+    *,
+    max_concurrent: int,
+    on_delay: DelayFn | None = None,
+) -> Scheduler:
+    """The in-process scheduler (``workers == 0``), or a pool of that many worker processes."""
+    if workers <= 0:
+        return Scheduler(probes, on_result, max_concurrent=max_concurrent, on_delay=on_delay)
+    return WorkerPool(
+        probes, on_result, workers=workers, max_concurrent=max_concurrent, on_delay=on_delay
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

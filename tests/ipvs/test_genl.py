@@ -1,0 +1,366 @@
+"""The raw generic netlink IPVS adapter, without a kernel.
+
+Encoding: every request is decoded back with pyroute2's own IPVS message parser (an independent
+implementation of the same wire format).  Decoding: dump messages encoded by pyroute2 are read
+by our decoder and by the pyroute2 adapter's parser, which must agree.  The socket protocol
+(sequence numbers, ACKs, errors, multi-part dumps, abandoned requests) runs against a fake peer
+on a socketpair.  tests/kernel/test_genl_kernel.py runs the adapter against the real kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Any
+
+import pytest
+from pyroute2.netlink.generic import ipvs as genl_ipvs
+
+from healthd.ipvs import genl_codec as c
+from healthd.ipvs import netlink
+from healthd.ipvs.errors import IpvsExists, IpvsNotFound
+from healthd.ipvs.genl import GenlIpvs, request_for
+from healthd.model import (
+    AddRealServer,
+    AddVirtualServer,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    EditRealServer,
+    EditVirtualServer,
+    Forwarding,
+    Protocol,
+    RealServerKey,
+    RealServerSpec,
+    VirtualServerKey,
+    VirtualServerSpec,
+)
+
+VS = VirtualServerKey.for_address(Protocol.TCP, "10.0.0.1", 80)
+VS6 = VirtualServerKey.for_address(Protocol.UDP, "fd00:0:0:1::1", 53)
+FWM = VirtualServerKey.for_fwmark(9, 6)
+RS = RealServerSpec(RealServerKey("192.168.1.101", 8080), Forwarding.NAT, 7, 100, 10)
+RS6 = RealServerSpec(RealServerKey("fd00:0:0:2::101", 53), Forwarding.DR, 2)
+FAMILY = 0x20
+
+
+def parsed(op: Any) -> Any:
+    cmd, attrs = request_for(op)
+    data = c.message(FAMILY, c.NLM_F_REQUEST | c.NLM_F_ACK, 1, cmd, attrs)
+    msg = genl_ipvs.ipvsmsg(data)
+    msg.decode()
+    assert msg["cmd"] == cmd and msg["header"]["length"] == len(data)
+    return msg
+
+
+def test_service_requests_are_complete_and_read_back_by_pyroute2() -> None:
+    msg = parsed(AddVirtualServer(VirtualServerSpec(VS, "wrr", persistence_timeout_s=300)))
+    svc = msg.get("IPVS_CMD_ATTR_SERVICE")
+    assert svc.get("IPVS_SVC_ATTR_AF") == socket.AF_INET
+    assert svc.get("IPVS_SVC_ATTR_PROTOCOL") == socket.IPPROTO_TCP
+    assert svc.get("IPVS_SVC_ATTR_ADDR") == "10.0.0.1"
+    assert svc.get("IPVS_SVC_ATTR_PORT") == 80
+    assert svc.get("IPVS_SVC_ATTR_SCHED_NAME") == "wrr"
+    assert svc.get("IPVS_SVC_ATTR_TIMEOUT") == 300
+    flags = svc.get("IPVS_SVC_ATTR_FLAGS")
+    assert (flags["flags"], flags["mask"]) == (1, 1)  # only the persistent bit is touched
+    assert svc.get("IPVS_SVC_ATTR_NETMASK") == "255.255.255.255"
+    edit = parsed(EditVirtualServer(VirtualServerSpec(VS, "rr"))).get("IPVS_CMD_ATTR_SERVICE")
+    flags = edit.get("IPVS_SVC_ATTR_FLAGS")
+    assert (flags["flags"], flags["mask"], edit.get("IPVS_SVC_ATTR_TIMEOUT")) == (0, 1, 0)
+
+
+def test_ipv6_and_fwmark_service_keys() -> None:
+    msg = parsed(AddVirtualServer(VirtualServerSpec(VS6, "rr")))
+    svc = msg.get("IPVS_CMD_ATTR_SERVICE")
+    assert svc.get("IPVS_SVC_ATTR_AF") == socket.AF_INET6
+    assert svc.get("IPVS_SVC_ATTR_ADDR") == "fd00:0:0:1::1"
+    assert svc.get("IPVS_SVC_ATTR_PROTOCOL") == socket.IPPROTO_UDP
+    raw = socket.inet_aton(svc.get("IPVS_SVC_ATTR_NETMASK"))  # pyroute2 reads it as IPv4
+    assert struct.unpack("=I", raw)[0] == 128  # the prefix length, as the kernel reads it
+    fwm = parsed(DeleteVirtualServer(FWM)).get("IPVS_CMD_ATTR_SERVICE")
+    assert fwm.get("IPVS_SVC_ATTR_FWMARK") == 9
+    assert fwm.get("IPVS_SVC_ATTR_AF") == socket.AF_INET6
+    assert fwm.get("IPVS_SVC_ATTR_ADDR") is None and fwm.get("IPVS_SVC_ATTR_SCHED_NAME") is None
+
+
+@pytest.mark.parametrize("op_type", [AddRealServer, EditRealServer])
+def test_dest_requests_carry_every_attribute(op_type: Any) -> None:
+    """A weight change of a NAT real server must say NAT: SET_DEST replaces what it carries."""
+    msg = parsed(op_type(VS, RS))
+    assert msg.get("IPVS_CMD_ATTR_SERVICE").get("IPVS_SVC_ATTR_PORT") == 80
+    dest = msg.get("IPVS_CMD_ATTR_DEST")
+    assert dest.get("IPVS_DEST_ATTR_ADDR") == "192.168.1.101"
+    assert dest.get("IPVS_DEST_ATTR_PORT") == 8080
+    assert dest.get("IPVS_DEST_ATTR_FWD_METHOD") == 0  # masquerading
+    assert dest.get("IPVS_DEST_ATTR_WEIGHT") == 7
+    assert dest.get("IPVS_DEST_ATTR_U_THRESH") == 100
+    assert dest.get("IPVS_DEST_ATTR_L_THRESH") == 10
+    assert dest.get("IPVS_DEST_ATTR_ADDR_FAMILY") == socket.AF_INET
+
+
+@pytest.mark.parametrize(
+    ("forwarding", "code"), [(Forwarding.NAT, 0), (Forwarding.TUNNEL, 2), (Forwarding.DR, 3)]
+)
+def test_forwarding_codes(forwarding: Forwarding, code: int) -> None:
+    spec = RealServerSpec(RealServerKey("192.168.1.101", 80), forwarding, 1)
+    dest = parsed(EditRealServer(VS, spec)).get("IPVS_CMD_ATTR_DEST")
+    assert dest.get("IPVS_DEST_ATTR_FWD_METHOD") == code
+
+
+def test_delete_dest_carries_only_the_key() -> None:
+    dest = parsed(DeleteRealServer(VS6, RS6.key)).get("IPVS_CMD_ATTR_DEST")
+    assert dest.get("IPVS_DEST_ATTR_ADDR") == "fd00:0:0:2::101"
+    assert dest.get("IPVS_DEST_ATTR_PORT") == 53
+    assert dest.get("IPVS_DEST_ATTR_WEIGHT") is None
+
+
+STATS = {
+    f"IPVS_STATS_ATTR_{name}": value
+    for name, value in zip(
+        ["CONNS", "INPKTS", "OUTPKTS", "INBYTES", "OUTBYTES", "CPS", "INPPS", "OUTPPS", "INBPS"],
+        [30, 180, 170, 2**40 + 5, 9000, 3, 12, 11, 800],
+        strict=True,
+    )
+} | {"IPVS_STATS_ATTR_OUTBPS": 700}
+
+
+def dump_message(cmd: int, attrs: list[tuple[str, Any]]) -> Any:
+    """A dump answer as the kernel would send it, encoded by pyroute2."""
+    msg = genl_ipvs.ipvsmsg()
+    msg["cmd"] = cmd
+    msg["version"] = 1
+    msg["attrs"] = attrs
+    msg.encode()
+    parsed = genl_ipvs.ipvsmsg(msg.data)
+    parsed.decode()
+    return msg.data, parsed
+
+
+def stats_nla() -> dict[str, Any]:
+    return {"attrs": list(STATS.items())}
+
+
+@pytest.mark.parametrize(
+    ("af", "addr", "fwd", "weight"),
+    [(socket.AF_INET, "192.168.1.101", 0, 5), (socket.AF_INET6, "fd00:0:0:2::101", 3, 0)],
+)
+def test_dest_dump_decodes_like_the_pyroute2_adapter(
+    af: int, addr: str, fwd: int, weight: int
+) -> None:
+    attrs = [
+        ("IPVS_DEST_ATTR_ADDR", addr),
+        ("IPVS_DEST_ATTR_PORT", 8080),
+        ("IPVS_DEST_ATTR_FWD_METHOD", fwd),
+        ("IPVS_DEST_ATTR_WEIGHT", weight),
+        ("IPVS_DEST_ATTR_U_THRESH", 9),
+        ("IPVS_DEST_ATTR_L_THRESH", 4),
+        ("IPVS_DEST_ATTR_ACTIVE_CONNS", 12),
+        ("IPVS_DEST_ATTR_INACT_CONNS", 34),
+        ("IPVS_DEST_ATTR_PERSIST_CONNS", 2),
+        ("IPVS_DEST_ATTR_ADDR_FAMILY", af),
+        ("IPVS_DEST_ATTR_STATS64", stats_nla()),
+    ]
+    data, msg = dump_message(c.CMD_NEW_DEST, [("IPVS_CMD_ATTR_DEST", {"attrs": attrs})])
+    ours = c.decode_dest(data, af)
+    assert ours == netlink.parse_dest(msg)
+    assert ours.stats.bytes_in == 2**40 + 5 and ours.stats.bytes_out_per_s == 700
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_service_dump_decodes_like_the_pyroute2_adapter(persistent: bool) -> None:
+    attrs = [
+        ("IPVS_SVC_ATTR_AF", socket.AF_INET6),
+        ("IPVS_SVC_ATTR_PROTOCOL", socket.IPPROTO_UDP),
+        ("IPVS_SVC_ATTR_ADDR", "fd00:0:0:1::1"),
+        ("IPVS_SVC_ATTR_PORT", 53),
+        ("IPVS_SVC_ATTR_SCHED_NAME", "wrr"),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": 1 if persistent else 0, "mask": 0xFFFF}),
+        ("IPVS_SVC_ATTR_TIMEOUT", 360),
+        ("IPVS_SVC_ATTR_STATS64", stats_nla()),
+    ]
+    data, msg = dump_message(c.CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": attrs})])
+    assert c.decode_service(data) == netlink.parse_service(msg)
+    spec, stats = c.decode_service(data)
+    assert spec.persistence_timeout_s == (360 if persistent else 0)
+    assert stats.connections == 30
+
+
+def test_fwmark_service_dump() -> None:
+    attrs = [
+        ("IPVS_SVC_ATTR_AF", socket.AF_INET),
+        ("IPVS_SVC_ATTR_FWMARK", 9),
+        ("IPVS_SVC_ATTR_SCHED_NAME", "sh"),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": 0, "mask": 0xFFFF}),
+    ]
+    data, msg = dump_message(c.CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": attrs})])
+    spec, _ = c.decode_service(data)
+    assert spec == VirtualServerSpec(VirtualServerKey.for_fwmark(9, 4), "sh")
+    assert c.decode_service(data) == netlink.parse_service(msg)
+
+
+# ---- the socket protocol, against a fake kernel on a socketpair ------------------------------
+
+
+def reply(seq: int, kind: int, payload: bytes, flags: int = 0) -> bytes:
+    return c.NLMSGHDR.pack(16 + len(payload), kind, flags, seq, 0) + payload
+
+
+def ack(seq: int, code: int = 0) -> bytes:
+    return reply(seq, c.NLMSG_ERROR, struct.pack("=i", -code) + b"\0" * 16)
+
+
+class FakeKernel:
+    """Reads requests from one end of a socketpair; answers with what the test scripts."""
+
+    def __init__(self) -> None:
+        ours, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        self.adapter = GenlIpvs()
+        self.adapter._sock = ours
+        self.adapter._family = FAMILY
+
+    def request(self) -> tuple[int, int]:
+        data = self.peer.recv(65536)
+        _size, kind, _flags, seq, _pid = c.NLMSGHDR.unpack_from(data, 0)
+        assert kind == FAMILY
+        return seq, data[16]
+
+    def close(self) -> None:
+        self.peer.close()
+        self.adapter._reset()
+
+
+async def test_requests_are_acknowledged_and_errors_mapped() -> None:
+    kernel = FakeKernel()
+    try:
+        task = asyncio.create_task(kernel.adapter.apply(EditRealServer(VS, RS)))
+        await asyncio.sleep(0.01)
+        seq, cmd = kernel.request()
+        assert cmd == c.CMD_SET_DEST
+        kernel.peer.send(ack(seq - 1, 17) + ack(seq))  # a stale answer first: skipped
+        await asyncio.wait_for(task, 1)
+        task = asyncio.create_task(kernel.adapter.apply(AddRealServer(VS, RS)))
+        await asyncio.sleep(0.01)
+        seq, cmd = kernel.request()
+        kernel.peer.send(ack(seq, 17))
+        with pytest.raises(IpvsExists):
+            await asyncio.wait_for(task, 1)
+        task = asyncio.create_task(kernel.adapter.apply(DeleteRealServer(VS, RS.key)))
+        await asyncio.sleep(0.01)
+        seq, cmd = kernel.request()
+        kernel.peer.send(ack(seq, 2))
+        with pytest.raises(IpvsNotFound):
+            await asyncio.wait_for(task, 1)
+        assert kernel.adapter._sock is not None  # an error answer keeps the socket
+    finally:
+        kernel.close()
+
+
+async def test_a_dump_in_several_datagrams_until_done() -> None:
+    kernel = FakeKernel()
+    try:
+        task = asyncio.create_task(kernel.adapter._request(c.CMD_GET_DEST, c.NLM_F_DUMP, b"", "x"))
+        await asyncio.sleep(0.01)
+        seq, cmd = kernel.request()
+        assert cmd == c.CMD_GET_DEST
+        part = c.GENLHDR.pack(c.CMD_NEW_DEST, 1, 0)
+        kernel.peer.send(reply(seq, FAMILY, part, c.NLM_F_MULTI) * 2)
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        kernel.peer.send(reply(seq, FAMILY, part, c.NLM_F_MULTI) + reply(seq, c.NLMSG_DONE, b""))
+        assert len(await asyncio.wait_for(task, 1)) == 3
+    finally:
+        kernel.close()
+
+
+async def test_an_abandoned_request_drops_the_socket() -> None:
+    kernel = FakeKernel()
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(kernel.adapter.apply(EditRealServer(VS, RS)), 0.05)
+        assert kernel.adapter._sock is None  # the next request starts on a fresh socket
+    finally:
+        kernel.close()
+
+
+async def test_an_unchanged_destination_is_not_decoded_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    svc_attrs = [
+        ("IPVS_SVC_ATTR_AF", socket.AF_INET),
+        ("IPVS_SVC_ATTR_PROTOCOL", socket.IPPROTO_TCP),
+        ("IPVS_SVC_ATTR_ADDR", "10.0.0.1"),
+        ("IPVS_SVC_ATTR_PORT", 80),
+        ("IPVS_SVC_ATTR_SCHED_NAME", "wrr"),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": 0, "mask": 0xFFFF}),
+    ]
+    service, _ = dump_message(c.CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": svc_attrs})])
+
+    def dest(weight: int) -> bytes:
+        attrs = [
+            ("IPVS_DEST_ATTR_ADDR", "192.168.1.101"),
+            ("IPVS_DEST_ATTR_PORT", 80),
+            ("IPVS_DEST_ATTR_FWD_METHOD", 0),
+            ("IPVS_DEST_ATTR_WEIGHT", weight),
+            ("IPVS_DEST_ATTR_U_THRESH", 0),
+            ("IPVS_DEST_ATTR_L_THRESH", 0),
+            ("IPVS_DEST_ATTR_ADDR_FAMILY", socket.AF_INET),
+        ]
+        data, _ = dump_message(c.CMD_NEW_DEST, [("IPVS_CMD_ATTR_DEST", {"attrs": attrs})])
+        return bytes(data)
+
+    decoded: list[int] = []
+    real_decode = c.decode_dest
+
+    def counting(msg: bytes, af: int) -> Any:
+        decoded.append(1)
+        return real_decode(msg, af)
+
+    monkeypatch.setattr(c, "decode_dest", counting)
+    kernel = FakeKernel()
+
+    def answer(payload: bytes) -> None:
+        seq, _cmd = kernel.request()
+        body = bytes(payload)[16:]
+        kernel.peer.send(reply(seq, FAMILY, body, c.NLM_F_MULTI) + reply(seq, c.NLMSG_DONE, b""))
+
+    async def dump(weight: int) -> Any:
+        task = asyncio.create_task(kernel.adapter.dump([VS]))
+        await asyncio.sleep(0.01)
+        answer(bytes(service))
+        await asyncio.sleep(0.01)
+        answer(dest(weight))
+        return (await asyncio.wait_for(task, 1))[VS].real_servers[
+            RS.key.__class__("192.168.1.101", 80)
+        ]
+
+    try:
+        first = await dump(1)
+        second = await dump(1)
+        assert second is first and len(decoded) == 1  # the same bytes: reused
+        third = await dump(0)
+        assert third.spec.weight == 0 and len(decoded) == 2  # changed: decoded
+    finally:
+        kernel.close()
+
+
+@pytest.mark.parametrize("spec", [RS, RS6])
+def test_the_packed_dest_is_the_attribute_by_attribute_encoding(spec: RealServerSpec) -> None:
+    af = socket.AF_INET6 if ":" in spec.key.address else socket.AF_INET
+    addr = socket.inet_pton(af, spec.key.address) + b"\0" * (
+        16 - (4 if af == socket.AF_INET else 16)
+    )
+    attrs = (
+        c.nla(c.DEST_ADDR, addr)
+        + c.nla(c.DEST_PORT, struct.pack("!H", spec.key.port))
+        + c.nla(c.DEST_ADDR_FAMILY, struct.pack("=H", af))
+        + c.nla(c.DEST_FWD_METHOD, struct.pack("=I", c.FWD_TO_KERNEL[spec.forwarding]))
+        + c.nla(c.DEST_WEIGHT, struct.pack("=I", spec.weight))
+        + c.nla(c.DEST_U_THRESH, struct.pack("=I", spec.upper_threshold))
+        + c.nla(c.DEST_L_THRESH, struct.pack("=I", spec.lower_threshold))
+        + c.nla(c.DEST_TUN_TYPE, b"\0")
+        + c.nla(c.DEST_TUN_PORT, b"\0\0")
+        + c.nla(c.DEST_TUN_FLAGS, b"\0\0")
+    )
+    assert c.dest_nest(spec) == c.nla(c.CMD_ATTR_DEST | c.NLA_F_NESTED, attrs)

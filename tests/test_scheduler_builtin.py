@@ -1,0 +1,164 @@
+"""The scheduler with the built-in probes: TCP checks decided on the spot run without a task,
+connects still in progress run as tasks under the timeout, and the timer heap keeps cadence."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from healthd.checkspec import CheckTiming, HttpCheck, ProbeResult, Reason, Target, TcpCheck
+from healthd.scheduler import Scheduler
+from healthd.state import ProbeKey
+
+
+def tcp_key(port: int, interval_s: float = 0.1, timeout_s: float = 0.05) -> ProbeKey:
+    return ProbeKey(TcpCheck(), Target("127.0.0.1", port), CheckTiming(interval_s, timeout_s))
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0), backlog=128) as server:
+        server.setblocking(False)
+        yield server.getsockname()[1]
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def stalled_port() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port: int = server.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        try:
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def run_for(scheduler: Scheduler, seconds: float) -> None:
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class LowestRandom(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def other_tasks() -> set[asyncio.Task[object]]:
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def test_decided_tcp_checks_need_no_task(listener: int, refused_port: int) -> None:
+    got: list[tuple[int, Reason]] = []
+    tasks_seen: list[int] = []
+    delays: list[float] = []
+
+    def on_result(key: ProbeKey, result: ProbeResult) -> None:
+        got.append((key.target.port, result.reason))
+        tasks_seen.append(len(asyncio.all_tasks()))
+
+    keys = [tcp_key(listener), tcp_key(refused_port)]
+    s = Scheduler(keys, on_result, jitter=0.0, on_delay=delays.append)
+    baseline = len(asyncio.all_tasks())  # this test's task
+    await run_for(s, 0.55)
+    assert got.count((listener, Reason.OK)) >= 4
+    assert got.count((refused_port, Reason.REFUSED)) >= 4
+    assert set(tasks_seen) == {baseline + 1}  # only the scheduler's own run() task
+    assert s.in_flight == 0 and s.completed == len(got) and len(delays) == len(got)
+    assert max(delays) < 0.05
+
+
+async def test_a_connect_in_progress_times_out_and_leaves_nothing(stalled_port: int) -> None:
+    got: list[ProbeResult] = []
+    fds = len(os.listdir("/proc/self/fd"))
+    s = Scheduler([tcp_key(stalled_port, 0.2, 0.1)], lambda k, r: got.append(r), jitter=0.0)
+    await run_for(s, 0.75)
+    assert len(got) >= 2
+    assert all(r.reason is Reason.TIMEOUT for r in got)
+    assert "timed out after 0.1s" in got[0].detail
+    await asyncio.sleep(0)
+    assert other_tasks() == set()
+    assert len(os.listdir("/proc/self/fd")) == fds  # every probe socket closed
+
+
+async def test_stopping_during_a_connect_in_progress_closes_it(stalled_port: int) -> None:
+    fds = len(os.listdir("/proc/self/fd"))
+    s = Scheduler([tcp_key(stalled_port, 1.0, 0.9)], lambda k, r: None, jitter=0.0)
+    task = asyncio.create_task(s.run())
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if s.in_flight:
+            break
+    assert s.in_flight == 1
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert other_tasks() == set()
+
+
+async def test_waiting_probes_start_in_order_when_a_slot_frees(stalled_port: int) -> None:
+    """max_concurrent counts probes that wait on the network; the rest wait their turn."""
+    got: list[int] = []
+    keys = [tcp_key(stalled_port, 1.0, 0.1) for _ in range(1)]
+    keys += [
+        ProbeKey(TcpCheck(port=stalled_port), Target("127.0.0.1", p), CheckTiming(1.0, 0.1))
+        for p in (1, 2)
+    ]
+    delays: list[float] = []
+    s = Scheduler(
+        keys,
+        lambda k, r: got.append(k.target.port),
+        max_concurrent=1,
+        rng=LowestRandom(),  # every first run due at once
+        on_delay=delays.append,
+    )
+    await run_for(s, 1.3)
+    assert sorted(got[:3]) == sorted([stalled_port, 1, 2])  # every probe ran, one at a time
+    # those that waited for the slot report it as schedule delay
+    assert delays[:3] == pytest.approx([0, 0.1, 0.2], abs=0.03)
+
+
+async def test_an_http_check_runs_as_a_task_with_the_builtin_probe(refused_port: int) -> None:
+    got: list[ProbeResult] = []
+    key = ProbeKey(HttpCheck(), Target("127.0.0.1", refused_port), CheckTiming(0.1, 0.05))
+    s = Scheduler([key], lambda k, r: got.append(r), jitter=0.0)
+    await run_for(s, 0.35)
+    assert got and all(r.reason is Reason.REFUSED for r in got)
+
+
+async def test_jitter_keeps_the_average_interval(listener: int) -> None:
+    times: list[float] = []
+    loop = asyncio.get_running_loop()
+    s = Scheduler(
+        [tcp_key(listener, 0.05, 0.04)],
+        lambda k, r: times.append(loop.time()),
+        jitter=0.2,
+        rng=random.Random(1),
+    )
+    await run_for(s, 1.05)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert 15 <= len(times) <= 22
+    assert min(gaps) > 0.05 * 0.75 and max(gaps) < 0.05 * 1.25 + 0.02

@@ -1,0 +1,184 @@
+"""Probes in worker processes: results and delays come back, update() moves probes, a dead worker
+is replaced, stopping leaves no process, and the config key selects it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from healthd.checkspec import CheckTiming, ProbeResult, Reason, Target, TcpCheck
+from healthd.config import ConfigError
+from healthd.config.parse import parse_text
+from healthd.scheduler import Scheduler
+from healthd.state import ProbeKey
+from healthd.workers import WorkerPool, scheduler_for
+
+
+def tcp_key(port: int, interval_s: float = 0.1) -> ProbeKey:
+    return ProbeKey(TcpCheck(), Target("127.0.0.1", port), CheckTiming(interval_s, interval_s / 2))
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0), backlog=128) as server:
+        server.setblocking(False)
+        yield server.getsockname()[1]
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+async def until(predicate: object, timeout_s: float = 20.0) -> None:
+    assert callable(predicate)
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_results_and_delays_come_back_from_the_workers(
+    listener: int, refused_port: int
+) -> None:
+    got: list[tuple[int, Reason, str]] = []
+    delays: list[float] = []
+
+    def on_result(key: ProbeKey, result: ProbeResult) -> None:
+        got.append((key.target.port, result.reason, result.detail))
+
+    pool = WorkerPool(
+        [tcp_key(listener), tcp_key(refused_port)], on_result, workers=2, on_delay=delays.append
+    )
+    task = asyncio.create_task(pool.run())
+    try:
+        await until(lambda: len({p for p, _, _ in got}) == 2 and len(got) >= 6)
+        pids = [w.proc.pid for w in pool._workers if w.proc is not None]
+        assert len(pids) == 2 and os.getpid() not in pids
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert (listener, Reason.OK, f"TCP connect 127.0.0.1:{listener}: connected") in got
+    assert (refused_port, Reason.REFUSED, f"TCP connect 127.0.0.1:{refused_port}: "
+            "connection refused") in got  # fmt: skip
+    assert pool.completed == len(got) and len(delays) >= len(got)
+    assert not any(alive(pid) for pid in pids)  # stopping stops the workers
+
+
+async def test_update_moves_probes_in_and_out(listener: int, refused_port: int) -> None:
+    seen: list[int] = []
+    pool = WorkerPool([tcp_key(listener)], lambda k, r: seen.append(k.target.port), workers=1)
+    task = asyncio.create_task(pool.run())
+    try:
+        await until(lambda: listener in seen)
+        assert pool.update([tcp_key(refused_port)]) == (1, 1)
+        await until(lambda: refused_port in seen)
+        seen.clear()
+        await asyncio.sleep(0.4)
+        assert set(seen) == {refused_port}
+        assert pool.update([tcp_key(refused_port)]) == (0, 0)  # unchanged: nothing moves
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_dead_worker_is_replaced_with_its_probes(
+    listener: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("healthd.workers.RESTART_S", (0.05, 0.05))
+    seen: list[int] = []
+    pool = WorkerPool([tcp_key(listener)], lambda k, r: seen.append(k.target.port), workers=1)
+    task = asyncio.create_task(pool.run())
+    try:
+        await until(lambda: len(seen) >= 2)
+        proc = pool._workers[0].proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGKILL)  # our own child, by its PID
+        await until(lambda: pool._workers[0].proc not in (None, proc))
+        count = len(seen)
+        await until(lambda: len(seen) >= count + 3)  # the new worker probes the same target
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_probe_once_runs_here(listener: int) -> None:
+    pool = WorkerPool([], lambda k, r: None, workers=1)
+    result = await pool.probe_once(tcp_key(listener))
+    assert result.ok
+
+
+def test_scheduler_for_picks_in_process_or_workers() -> None:
+    inline = scheduler_for(0, [], lambda k, r: None, max_concurrent=10)
+    pool = scheduler_for(3, [], lambda k, r: None, max_concurrent=10)
+    assert type(inline) is Scheduler
+    assert isinstance(pool, WorkerPool) and len(pool._workers) == 3
+
+
+CONFIG = """
+probes: {workers: %s}
+virtual_servers:
+  - name: web
+    address: 10.0.0.1
+    port: 80
+    checks: [{type: tcp}]
+    real_servers: [{name: a, address: 192.168.1.101}]
+"""
+
+
+def test_probes_workers_in_the_config() -> None:
+    assert parse_text(CONFIG % 2, "x.yaml").probe_workers == 2
+    assert parse_text(CONFIG % 0, "x.yaml").probe_workers == 0
+    assert parse_text(CONFIG.replace("probes: {workers: %s}\n", ""), "x.yaml").probe_workers == 0
+    with pytest.raises(ConfigError, match=r"probes\.workers"):
+        parse_text(CONFIG % 65, "x.yaml")
+
+
+async def test_the_daemon_runs_its_probes_in_workers(tmp_path: Path, listener: int) -> None:
+    from healthd.daemon import Daemon
+    from healthd.ipvs.fake import FakeIpvs
+
+    config = parse_text(
+        f"""
+probes: {{workers: 1}}
+metrics: {{enabled: false}}
+control: {{enabled: false}}
+state_file: {tmp_path}/state.json
+defaults: {{check: {{interval: 100ms, timeout: 50ms, rise: 1, fall: 1}}}}
+virtual_servers:
+  - name: web
+    address: 10.0.0.1
+    port: 80
+    checks: [{{type: tcp}}]
+    real_servers: [{{name: a, address: 127.0.0.1, port: {listener}}}]
+""",
+        "test.yaml",
+    )
+    daemon = Daemon(config, FakeIpvs())
+    assert isinstance(daemon.scheduler, WorkerPool)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: daemon.states().get(("web", "a")) == "up")
+    finally:
+        daemon.stopping.set()
+        await asyncio.wait_for(task, 20)
+    assert all(w.proc is None for w in daemon.scheduler._workers)
