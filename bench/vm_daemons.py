@@ -125,7 +125,11 @@ def detection(
     polls = 0
     started = time.monotonic()
     next_kill = started
-    victims = rng.sample(range(BASE, BASE + n), min(kills, n))
+    # Only real servers that are in the table with a weight count (a daemon that fell behind
+    # at startup may not have added them all).
+    weights = watch.weights(VIP, VPORT)
+    candidates = [p for p in range(BASE, BASE + n) if weights.get(p, 0) > 0]
+    victims = rng.sample(candidates, min(kills, len(candidates)))
     failures = 0
     while (victims or pending) and time.monotonic() - started < limit_s:
         now = time.monotonic()
@@ -158,6 +162,7 @@ def detection(
         "up_s": summary(up),
         "unfinished": failures,
         "poll_period_s": elapsed / max(polls, 1),
+        "candidates": len(candidates),
     }
 
 
