@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Margin on top of the theoretical bound, for TCG: probe jitter, a reconcile pass, the ipvsadm
 # polls (~0.2 s each under emulation).  Measured alone: detection 0.8-0.9 s against 1.3 s of
 # theory; with another VM busy on the same 2 host cores we have seen 4.1 s.  The bound catches a
-# detection that waits for extra probes or passes (>= 1 interval late) without failing on load.
+# detection that waits for the periodic pass or a stalled scheduler, not a late probe; the
+# measured figures are printed (-rA) and reported in the notes.
 MARGIN_S = 4.0
 INTERVAL_S, TIMEOUT_S, RISE, FALL = 0.5, 0.3, 2, 2
 DETECT_BOUND_S = FALL * INTERVAL_S + TIMEOUT_S + MARGIN_S
