@@ -124,6 +124,16 @@ class CpuWindow:
 # ---- the tcp-sink backends --------------------------------------------------------------------
 
 
+def raise_fd_limit(wanted: int = 65536) -> None:
+    """Room for one listening socket per real server (and the probes' sockets): root may raise
+    its own hard limit; children (the sink, the daemon) inherit it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), max(hard, wanted)))
+
+
 def build_sink(out_dir: Path) -> Path:
     """Compile bench/tcp-sink.c into ``out_dir`` (when missing or older than its source)."""
     src = BENCH / "tcp-sink.c"

@@ -40,6 +40,7 @@ from common import (
     cpu_seconds,
     log,
     percentile,
+    raise_fd_limit,
     status_kb,
     write_json,
 )
@@ -199,6 +200,7 @@ def main() -> int:
     args = parser.parse_args()
     enter_netns()
     prepare_netns()
+    raise_fd_limit()
     os.sched_setaffinity(0, {args.cpu})
     import logging
 

@@ -30,6 +30,7 @@ from common import (
     conditions,
     cpu_seconds,
     log,
+    raise_fd_limit,
     status_kb,
     stop_process,
     summary,
@@ -60,6 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     enter_netns()
     prepare_netns()
+    raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="healthd-bench-") as tmp:
         work = Path(tmp)
         sink = Sink(

@@ -86,6 +86,7 @@ class Scheduler:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._waking = False  # inside _wake: it arms the timer once at its end
+        self._held = False  # hold(): no probe starts
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> None:
@@ -141,6 +142,19 @@ class Scheduler:
         """One probe with its timeout; never raises except CancelledError."""
         return await self._guarded(key, self._probe(key.spec, key.target), time.monotonic())
 
+    def hold(self, held: bool) -> None:
+        """Start no probe while held (back-pressure: nobody can take results now).
+
+        Probes that come due meanwhile start when released, with their delay reported.
+        """
+        self._held = held
+        if held:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer, self._timer_at = None, math.inf
+        else:
+            self._arm()
+
     # ---- the timer -------------------------------------------------------------------------
 
     def _arm(self) -> None:
@@ -148,7 +162,7 @@ class Scheduler:
         heap = self._heap
         while heap and not heap[0][2].live:
             heapq.heappop(heap)
-        if not heap or self._loop is None:
+        if not heap or self._loop is None or self._held:
             return
         at = heap[0][0]
         if self._timer is not None:
@@ -168,7 +182,7 @@ class Scheduler:
         self._waking = True
         try:
             for _ in range(MAX_STARTS_PER_WAKE):
-                if not heap or heap[0][0] > now:
+                if not heap or heap[0][0] > now or self._held:
                     break
                 slot = heapq.heappop(heap)[2]
                 if not slot.live:

@@ -11,6 +11,8 @@ scheduler does, so health, metrics and the reconciler do not know the difference
 * A worker that dies is started again (after 1 s, then up to 30 s) with the same probes; its
   probes make no progress meanwhile, which the watchdog (``last_progress``) sees.
 * A worker exits when its stdin closes, so it never outlives the daemon, even a killed one.
+* Back-pressure: while more than ``OUTPUT_HIGH_WATER`` bytes of results wait for the daemon
+  to read them, the worker starts no probe (``Scheduler.hold``); the delays show it.
 * ``probe_once`` runs in the calling process (it is the in-process ``Scheduler``'s).
 
 Protocol (length-prefixed pickles; the workers are our own children, nothing else writes here):
@@ -41,6 +43,7 @@ log = logging.getLogger("healthd.workers")
 FLUSH_S = 0.005  # a result waits at most this long in a worker before it is sent
 FLUSH_COUNT = 512
 RESTART_S = (1.0, 30.0)
+OUTPUT_HIGH_WATER = 1 << 20  # results waiting to be read by the daemon: beyond, stop probing
 STOP_S = 5.0  # a worker that has not exited this long after its input closed is killed
 _LEN = struct.Struct("!I")
 _REASONS = {r.value: r for r in Reason}
@@ -202,7 +205,9 @@ class WorkerPool(Scheduler):
         if proc.stdin is not None:
             proc.stdin.close()  # a worker exits at the end of its input
         try:
-            await asyncio.wait_for(proc.wait(), STOP_S)
+            # Read its output to the end: asyncio's wait() returns only once every pipe of the
+            # process is closed, and a reader nobody reads stops reading before the end.
+            await asyncio.wait_for(asyncio.gather(proc.wait(), _discard(proc.stdout)), STOP_S)
         except TimeoutError:
             log.warning("probe worker %d did not stop within %gs: killing it", worker.index, STOP_S)
             proc.kill()
@@ -212,6 +217,13 @@ class WorkerPool(Scheduler):
                 proc.kill()
             await asyncio.shield(proc.wait())
             raise
+
+
+async def _discard(reader: asyncio.StreamReader | None) -> None:
+    if reader is not None:
+        with contextlib.suppress(OSError):
+            while await reader.read(1 << 16):
+                pass
 
 
 # ---- the worker process -----------------------------------------------------------------------
@@ -255,12 +267,28 @@ class _Batcher:
         self._rows, self._delays = [], []
 
 
+class _Output(asyncio.Protocol):
+    """The results pipe: while the daemon cannot keep up reading it, the worker stops probing."""
+
+    def __init__(self, scheduler: list[Scheduler]) -> None:
+        self._scheduler = scheduler
+
+    def pause_writing(self) -> None:
+        if self._scheduler:
+            self._scheduler[0].hold(True)
+
+    def resume_writing(self) -> None:
+        if self._scheduler:
+            self._scheduler[0].hold(False)
+
+
 async def _worker_main(max_concurrent: int, jitter: float) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    out, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
     holder: list[Scheduler] = []
+    out, _ = await loop.connect_write_pipe(lambda: _Output(holder), sys.stdout)
+    out.set_write_buffer_limits(high=OUTPUT_HIGH_WATER)
     batcher = _Batcher(out, holder)
     scheduler = Scheduler(
         [],

@@ -162,3 +162,43 @@ async def test_jitter_keeps_the_average_interval(listener: int) -> None:
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert 15 <= len(times) <= 22
     assert min(gaps) > 0.05 * 0.75 and max(gaps) < 0.05 * 1.25 + 0.02
+
+
+async def test_held_probes_wait_and_report_their_delay(listener: int) -> None:
+    got: list[float] = []
+    delays: list[float] = []
+    loop = asyncio.get_running_loop()
+    s = Scheduler(
+        [tcp_key(listener, 0.05, 0.04)],
+        lambda k, r: got.append(loop.time()),
+        rng=LowestRandom(),
+        on_delay=delays.append,
+    )
+    task = asyncio.create_task(s.run())
+    try:
+        await asyncio.sleep(0.12)
+        assert got
+        s.hold(True)
+        held_at = loop.time()
+        await asyncio.sleep(0.3)
+        assert all(t <= held_at + 0.001 for t in got)  # nothing started while held
+        count = len(got)
+        s.hold(False)
+        await asyncio.sleep(0.12)
+        assert len(got) > count
+        assert max(delays) >= 0.2  # the probe that waited says so
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_a_full_results_pipe_holds_the_workers_scheduler() -> None:
+    from healthd.workers import _Output
+
+    s = Scheduler([], lambda k, r: None)
+    output = _Output([s])
+    output.pause_writing()
+    assert s._held
+    output.resume_writing()
+    assert not s._held

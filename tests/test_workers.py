@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +183,30 @@ virtual_servers:
         daemon.stopping.set()
         await asyncio.wait_for(task, 20)
     assert all(w.proc is None for w in daemon.scheduler._workers)
+
+
+async def test_stopping_a_busy_worker_is_quick_and_clean(refused_port: int) -> None:
+    """Results still in the pipe when the daemon stops must not keep wait() hanging."""
+    keys = [
+        ProbeKey(TcpCheck(port=refused_port), Target("127.0.0.1", p), CheckTiming(0.02, 0.01))
+        for p in range(1, 801)
+    ]
+    stalled = []
+
+    def on_result(key: ProbeKey, result: ProbeResult) -> None:
+        if not stalled and pool.completed > 20000:
+            stalled.append(1)
+            time.sleep(0.5)  # a busy daemon: results pile up in the pipe meanwhile
+
+    pool = WorkerPool(keys, on_result, workers=1)
+    task = asyncio.create_task(pool.run())
+    await until(lambda: bool(stalled))
+    proc = pool._workers[0].proc
+    assert proc is not None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert loop.time() - started < 3
+    assert proc.returncode == 0  # it exited by itself at the end of its input, not killed
