@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 
-def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> web.Application:
+def make_app(exposition: Callable[[], bytes], ready: Callable[[], bool]) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(registry)
+        body = exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:

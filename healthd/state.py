@@ -24,6 +24,18 @@ class ProbeKey:
     spec: CheckSpec
     target: Target
     timing: CheckTiming
+    # Looked up several times per probe (scheduler, book, metrics): hashed once, not per lookup.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.spec, self.target, self.timing)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[ProbeKey], tuple[CheckSpec, Target, CheckTiming]]:
+        # Hashes of strings differ between processes: a worker process hashes again.
+        return (ProbeKey, (self.spec, self.target, self.timing))
 
     def describe(self) -> str:
         return self.spec.describe(self.target)

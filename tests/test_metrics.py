@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthd.checkspec import ProbeResult, Reason
@@ -57,9 +56,9 @@ def config(text: str = CONFIG) -> Config:
     return parse_text(text, "test.yaml")
 
 
-def scrape(registry: CollectorRegistry) -> Series:
+def scrape(metrics: Metrics) -> Series:
     out: Series = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
         for sample in family.samples:
             out[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return out
@@ -113,7 +112,7 @@ API_HEALTH = {"virtual_server": "api", "real_server": "x", "check": "health"}
 
 
 def test_every_configured_check_has_its_series_before_any_probe() -> None:
-    s = scrape(World().metrics().registry)
+    s = scrape(World().metrics())
     checks = labelled(s, "healthd_check_attempts_total")
     assert {dict(lbl)["check"] for lbl in checks} == {"tcp", "health", "custom"}
     assert len(checks) == 4 and set(checks.values()) == {0.0}
@@ -142,7 +141,7 @@ def test_a_shared_probe_counts_for_every_subscriber_with_its_reason_and_latest_v
     metrics.observe_probe(both, probe(False, Reason.REFUSED))
     world.wall += 2
     metrics.observe_probe(both, probe(False, Reason.TIMEOUT))
-    s = scrape(metrics.registry)
+    s = scrape(metrics)
     for rs in ("a", "b"):
         labels = {"virtual_server": "web", "real_server": rs, "check": "tcp"}
         assert get(s, "healthd_check_attempts_total", **labels) == 2
@@ -157,21 +156,56 @@ def test_a_shared_probe_counts_for_every_subscriber_with_its_reason_and_latest_v
         assert get(s, "healthd_check_duration_seconds_bucket", le="+Inf", **labels) == 2
     world.wall += 2
     metrics.observe_probe(both[:1], probe(True))
-    s = scrape(metrics.registry)
+    s = scrape(metrics)
     assert get(s, "healthd_check_consecutive_failures", **WEB_A) == 0
     assert get(s, "healthd_check_last_success_timestamp_seconds", **WEB_A) == world.wall
+
+
+def test_durations_per_virtual_server_pool_the_real_servers_histograms() -> None:
+    world = World(
+        config=config(
+            CONFIG.replace("control:", "metrics: {check_duration: per_virtual_server}\ncontrol:")
+        )
+    )
+    metrics = world.metrics()
+    pooled = {"virtual_server": "web", "check": "tcp"}
+    s = scrape(metrics)
+    assert get(s, "healthd_check_duration_seconds_count", **pooled) == 0  # there before a probe
+    assert get(s, "healthd_check_duration_seconds_count", **API_HEALTH) is None
+    metrics.observe_probe([Subscriber("web", "a", "tcp")], probe(True))
+    metrics.observe_probe([Subscriber("web", "b", "tcp")], probe(False, Reason.REFUSED))
+    s = scrape(metrics)
+    assert get(s, "healthd_check_duration_seconds_count", **pooled) == 2
+    assert get(s, "healthd_check_duration_seconds_bucket", le="0.005", **pooled) == 2
+    assert labelled(s, "healthd_check_duration_seconds_count", real_server="a") == {}
+    # everything else stays per real server
+    assert get(s, "healthd_check_attempts_total", **WEB_A) == 1
+    assert {
+        dict(lbl)["virtual_server"] for lbl in labelled(s, "healthd_check_duration_seconds_count")
+    } == {"web", "api"}
+
+
+def test_durations_off() -> None:
+    world = World(
+        config=config(CONFIG.replace("control:", "metrics: {check_duration: off}\ncontrol:"))
+    )
+    metrics = world.metrics()
+    metrics.observe_probe([Subscriber("web", "a", "tcp")], probe(True))
+    s = scrape(metrics)
+    assert labelled(s, "healthd_check_duration_seconds_count") == {}
+    assert get(s, "healthd_check_attempts_total", **WEB_A) == 1
 
 
 def test_http_status_and_certificate_expiry_of_the_latest_response() -> None:
     metrics = World().metrics()
     health = [Subscriber("api", "x", "health")]
     metrics.observe_probe(health, probe(False, Reason.STATUS, http_status=503, tls_not_after=2e9))
-    s = scrape(metrics.registry)
+    s = scrape(metrics)
     assert get(s, "healthd_check_http_status_code", **API_HEALTH) == 503
     assert get(s, "healthd_check_tls_cert_expiry_timestamp_seconds", **API_HEALTH) == 2e9
     assert get(s, "healthd_check_failures_total", reason="status", **API_HEALTH) == 1
     metrics.observe_probe(health, probe(False, Reason.REFUSED))
-    s = scrape(metrics.registry)
+    s = scrape(metrics)
     assert get(s, "healthd_check_http_status_code", **API_HEALTH) == 0  # no response
     assert get(s, "healthd_check_tls_cert_expiry_timestamp_seconds", **API_HEALTH) == 2e9
 
@@ -181,17 +215,17 @@ def test_series_follow_the_config_and_a_returning_name_starts_from_zero() -> Non
     metrics = world.metrics()
     b = [Subscriber("web", "b", "tcp")]
     metrics.observe_probe(b, probe(False, Reason.REFUSED))
-    before = scrape(metrics.registry)
+    before = scrape(metrics)
     assert get(before, "healthd_check_attempts_total", **{**WEB_A, "real_server": "b"}) == 1
     assert "healthd_real_server_state" in names_with(before, "real_server", "b")
 
     world.config = config(WITHOUT_B)  # a reload removes b
     metrics.sync_series(world.config)
-    assert names_with(scrape(metrics.registry), "real_server", "b") == set()
+    assert names_with(scrape(metrics), "real_server", "b") == set()
 
     world.config = config()  # and a later one brings it back
     metrics.sync_series(world.config)
-    again = scrape(metrics.registry)
+    again = scrape(metrics)
     assert get(again, "healthd_check_attempts_total", **{**WEB_A, "real_server": "b"}) == 0
     assert names_with(again, "real_server", "b") == names_with(before, "real_server", "b")
 
@@ -211,7 +245,7 @@ def test_state_set_transitions_and_downtime() -> None:
     world.mono = 50.0
     metrics.refresh_states()
     world.mono = 60.0  # ...and the scrape comes 10 s into the current outage
-    s = scrape(metrics.registry)
+    s = scrape(metrics)
     a = {"virtual_server": "web", "real_server": "a"}
     states = {
         dict(lbl)["state"]: v for lbl, v in labelled(s, "healthd_real_server_state", **a).items()
@@ -241,7 +275,7 @@ def test_an_override_made_between_scrapes_shows_at_the_next_scrape() -> None:
     metrics = world.metrics()
     metrics.sync_series(world.config)
     world.states[("web", "a")] = "maintenance"  # no daemon hook called
-    s = scrape(metrics.registry)
+    s = scrape(metrics)
     a = {"virtual_server": "web", "real_server": "a"}
     assert get(s, "healthd_real_server_transitions_total", to_state="maintenance", **a) == 1
     assert get(s, "healthd_real_server_state", state="maintenance", **a) == 1
@@ -277,7 +311,7 @@ def test_weights_configured_desired_and_in_the_kernel() -> None:
     }
     world.desired = desired(world.config, status)
     world.observed = _observed(world.config, {"a": 1, "b": 3})  # b not yet inhibited: drift
-    s = scrape(world.metrics().registry)
+    s = scrape(world.metrics())
     rs = lambda name: {"virtual_server": "web", "real_server": name}  # noqa: E731
     assert get(s, "healthd_real_server_configured_weight", **rs("b")) == 3
     assert get(s, "healthd_real_server_desired_weight", **rs("a")) == 1
@@ -292,7 +326,7 @@ def test_weights_configured_desired_and_in_the_kernel() -> None:
 def test_kernel_stats_by_config_name_from_the_snapshot() -> None:
     world = World()
     world.observed = _observed(world.config, {"a": 1})  # b is not in the kernel
-    s = scrape(world.metrics().registry)
+    s = scrape(world.metrics())
     a = {"virtual_server": "web", "real_server": "a"}
     assert get(s, "healthd_ipvs_real_server_connections_total", **a) == 10
     assert get(s, "healthd_ipvs_real_server_incoming_packets_total", **a) == 100
@@ -310,7 +344,7 @@ def test_kernel_stats_by_config_name_from_the_snapshot() -> None:
 
 
 def test_info_metrics_carry_the_attributes() -> None:
-    s = scrape(World().metrics().registry)
+    s = scrape(World().metrics())
     assert (
         get(
             s,
@@ -342,7 +376,7 @@ def test_info_metrics_carry_the_attributes() -> None:
 def test_daemon_families() -> None:
     world = World()
     metrics = world.metrics()
-    s = scrape(metrics.registry)
+    s = scrape(metrics)
     assert get(s, "healthd_config_last_reload_successful") == 1
     assert get(s, "healthd_config_last_reload_success_timestamp_seconds") == world.wall
     assert get(s, "healthd_checks_in_flight") == 3
@@ -351,14 +385,14 @@ def test_daemon_families() -> None:
     assert get(s, "process_start_time_seconds") is not None
     world.wall += 60
     metrics.observe_reload(False)  # refused: the old config runs on
-    s = scrape(metrics.registry)
+    s = scrape(metrics)
     assert get(s, "healthd_config_last_reload_successful") == 0
     assert get(s, "healthd_config_last_reload_success_timestamp_seconds") == world.wall - 60
     metrics.observe_reload(True)
-    s = scrape(metrics.registry)
+    s = scrape(metrics)
     assert get(s, "healthd_config_last_reload_successful") == 1
     assert get(s, "healthd_config_last_reload_success_timestamp_seconds") == world.wall
 
 
 def test_no_created_series() -> None:
-    assert not [n for (n, _) in scrape(World().metrics().registry) if n.endswith("_created")]
+    assert not [n for (n, _) in scrape(World().metrics()) if n.endswith("_created")]

@@ -9,14 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthd.config import parse_text
 from healthd.daemon import Daemon
 from healthd.ipvs.errors import IpvsExists, IpvsNotFound, IpvsTransient
 from healthd.ipvs.fake import FakeIpvs
-from healthd.metrics import TimedPort
+from healthd.metrics import Metrics, TimedPort
 from healthd.metrics.instrumented import watch_event_loop
 from healthd.model import (
     AddRealServer,
@@ -36,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(registry: CollectorRegistry) -> Series:
+def scrape(metrics: Metrics) -> Series:
     out: Series = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
         for sample in family.samples:
             out[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return out
@@ -77,7 +76,7 @@ async def test_kernel_requests_are_counted_by_operation_and_scrapes_send_none(
     assert isinstance(port, FakeIpvs)
     dumps = port.dumps
     for _ in range(3):
-        s = scrape(daemon.metrics.registry)
+        s = scrape(daemon.metrics)
     assert port.dumps == dumps  # a scrape reads the snapshot, never the kernel
     requests = {
         dict(lbl)["operation"]: v
@@ -157,7 +156,7 @@ async def test_schedule_delay_and_in_flight_are_wired(tmp_path: Path) -> None:
     daemon.scheduler.in_flight = 5
     assert daemon.scheduler._on_delay is not None
     daemon.scheduler._on_delay(0.2)
-    s = scrape(daemon.metrics.registry)
+    s = scrape(daemon.metrics)
     assert s[("healthd_checks_in_flight", frozenset())] == 5
     assert s[("healthd_check_schedule_delay_seconds_count", frozenset())] == 1
     assert s[("healthd_check_schedule_delay_seconds_bucket", frozenset({("le", "0.1")}))] == 0
@@ -177,7 +176,7 @@ SERIES_PER_VIRTUAL_SERVER = 12
 @pytest.mark.parametrize("check", list(SERIES_PER_REAL_SERVER))
 async def test_series_per_real_server_as_documented(tmp_path: Path, check: str) -> None:
     daemon = await started_daemon(tmp_path, check, n=3)
-    s = scrape(daemon.metrics.registry)
+    s = scrape(daemon.metrics)
     per_rs = [sum(1 for (_, lbl) in s if ("real_server", f"rs{i}") in lbl) for i in (1, 2, 3)]
     assert per_rs == [SERIES_PER_REAL_SERVER[check]] * 3
     vs_only = [

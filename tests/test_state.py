@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
+
 from healthd.checkspec import ProbeResult, Reason, ScriptCheck, TcpCheck
 from healthd.config import Config, parse_text
 from healthd.model import Health
@@ -198,3 +203,20 @@ def test_every_configured_real_server_has_a_status() -> None:
         (vs.name, rs.name) for vs in config.virtual_servers for rs in vs.real_servers
     }
     assert all(s.health is Health.UNKNOWN for s in book.status().values())
+
+
+def test_a_probe_key_sent_to_another_process_is_hashed_there() -> None:
+    # The worker processes receive pickled keys and look them up: the hash must be that
+    # process's own (string hashes are randomised per process), so it is not pickled.
+    code = (
+        "import pickle, sys\n"
+        "key = pickle.loads(sys.stdin.buffer.read())\n"
+        "print(hash(key) == hash((key.spec, key.target, key.timing)), key in {key: 1})\n"
+    )
+    key = keys_of(HealthBook.from_config(parse(TWO_VIRTUAL_SERVERS)), TcpCheck)[0]
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps(key), capture_output=True, env=env
+    )
+    assert out.stdout.decode().split() == ["True", "True"], out.stderr
+    assert pickle.loads(pickle.dumps(key)) == key

@@ -72,9 +72,19 @@ def _listen(cur: Cursor) -> tuple[str, int] | None:
     return (match.group(1) or "0.0.0.0", port)
 
 
+CHECK_DURATION = ("per_real_server", "per_virtual_server", "off")
+
+
 def _metrics(cur: Cursor) -> MetricsConfig:
-    fields = cur.mapping(frozenset({"listen", "enabled"})) or {}
+    fields = cur.mapping(frozenset({"listen", "enabled", "check_duration"})) or {}
     config = MetricsConfig()
+    if "check_duration" in fields:
+        field = fields["check_duration"]
+        if field.scalar() is False:  # YAML reads a bare off as false
+            kind: str | None = "off"
+        else:
+            kind = field.choice(frozenset(CHECK_DURATION), "check_duration granularity")
+        config = replace(config, check_duration=kind or config.check_duration)
     if "enabled" in fields:
         config = replace(config, enabled=bool(fields["enabled"].boolean()))
     if "listen" in fields:

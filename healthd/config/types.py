@@ -102,6 +102,9 @@ class MetricsConfig:
     host: str = "127.0.0.1"
     port: int = 9540
     enabled: bool = True
+    # healthd_check_duration_seconds: one histogram per (virtual server, real server, check),
+    # one per (virtual server, check), or none; read at start (buckets are fixed at start too)
+    check_duration: str = "per_real_server"
 
 
 @dataclass(frozen=True, slots=True)

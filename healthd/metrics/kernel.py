@@ -8,11 +8,10 @@ virtual or real server that is not in the kernel has no series here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from collections.abc import Callable
 
 from healthd.config.types import Config
+from healthd.metrics.text import Family, LabelBlocks
 from healthd.model import Observed, TrafficStats
 
 REAL_SERVER = ["virtual_server", "real_server"]
@@ -37,59 +36,61 @@ class KernelCollector:
     def __init__(self, config: Callable[[], Config], observed: Callable[[], Observed]) -> None:
         self._config = config
         self._observed = observed
+        self._vs_labels = LabelBlocks(VIRTUAL_SERVER)
+        self._rs_labels = LabelBlocks(REAL_SERVER)
+        self._families = _families()
 
-    def _families(
-        self,
-    ) -> tuple[list[CounterMetricFamily], list[CounterMetricFamily], list[GaugeMetricFamily]]:
-        vs = [
-            CounterMetricFamily(
-                f"healthd_ipvs_virtual_server_{name}",
-                f"{text}, for the virtual server (kernel IPVS counter)",
-                labels=VIRTUAL_SERVER,
-            )
-            for name, _, text in COUNTERS
-        ]
-        rs = [
-            CounterMetricFamily(
-                f"healthd_ipvs_real_server_{name}",
-                f"{text}, for the real server (kernel IPVS counter)",
-                labels=REAL_SERVER,
-            )
-            for name, _, text in COUNTERS
-        ]
-        conns = [
-            GaugeMetricFamily(
-                f"healthd_ipvs_real_server_connections_{name}",
-                f"{text}, in the kernel's connection table",
-                labels=REAL_SERVER,
-            )
-            for name, _, text in GAUGES
-        ]
-        return vs, rs, conns
-
-    def describe(self) -> Iterable[Metric]:
-        vs, rs, conns = self._families()
-        return [*vs, *rs, *conns]
-
-    def collect(self) -> Iterable[Metric]:
-        vs_families, rs_families, conn_families = self._families()
-        observed = self._observed()
-        for vs in self._config().virtual_servers:
+    def render(self) -> list[Family]:
+        vs_families, rs_families, conn_families = self._families
+        config, observed = self._config(), self._observed()
+        for family in (*vs_families, *rs_families, *conn_families):
+            family.start(config)
+        self._vs_labels.forget_unless(config)
+        self._rs_labels.forget_unless(config)
+        for vs in config.virtual_servers:
             have_vs = observed.get(vs.key)
             if have_vs is None:
                 continue
-            _add_stats(vs_families, [vs.name], have_vs.stats)
+            _add_stats(vs_families, self._vs_labels((vs.name,)), have_vs.stats)
             for rs in vs.real_servers:
                 have = have_vs.real_servers.get(rs.key)
                 if have is None:
                     continue
-                names = [vs.name, rs.name]
-                _add_stats(rs_families, names, have.stats)
+                b = self._rs_labels((vs.name, rs.name))
+                _add_stats(rs_families, b, have.stats)
                 for family, (_, attribute, _) in zip(conn_families, GAUGES, strict=True):
-                    family.add_metric(names, getattr(have, attribute))
+                    family.add(b, getattr(have, attribute))
         return [*vs_families, *rs_families, *conn_families]
 
 
-def _add_stats(families: list[CounterMetricFamily], names: list[str], stats: TrafficStats) -> None:
+def _add_stats(families: list[Family], labels: str, stats: TrafficStats) -> None:
     for family, (_, attribute, _) in zip(families, COUNTERS, strict=True):
-        family.add_metric(names, getattr(stats, attribute))
+        family.add(labels, getattr(stats, attribute))
+
+
+def _families() -> tuple[list[Family], list[Family], list[Family]]:
+    vs_families = [
+        Family(
+            f"healthd_ipvs_virtual_server_{name}",
+            "counter",
+            f"{text}, for the virtual server (kernel IPVS counter)",
+        )
+        for name, _, text in COUNTERS
+    ]
+    rs_families = [
+        Family(
+            f"healthd_ipvs_real_server_{name}",
+            "counter",
+            f"{text}, for the real server (kernel IPVS counter)",
+        )
+        for name, _, text in COUNTERS
+    ]
+    conn_families = [
+        Family(
+            f"healthd_ipvs_real_server_connections_{name}",
+            "gauge",
+            f"{text}, in the kernel's connection table",
+        )
+        for name, _, text in GAUGES
+    ]
+    return vs_families, rs_families, conn_families

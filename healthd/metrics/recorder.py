@@ -20,6 +20,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -29,12 +30,20 @@ from healthd import __version__
 from healthd.checkspec import ProbeResult
 from healthd.config.types import Config
 from healthd.ipvs.port import IpvsPort
-from healthd.metrics.collectors import ChecksCollector, Clock, PoolCollector, Sources, checks_of
+from healthd.metrics.collectors import (
+    ChecksCollector,
+    Clock,
+    PoolCollector,
+    PooledId,
+    Sources,
+    checks_of,
+)
 from healthd.metrics.instrumented import NETLINK_OPERATIONS, TimedPort, watch_event_loop
 from healthd.metrics.kernel import KernelCollector
 from healthd.metrics.overrides import OverrideCollector
 from healthd.metrics.records import CheckId, CheckRecord, StateTracker, duration_buckets
 from healthd.metrics.records import Histogram as Buckets
+from healthd.metrics.text import render
 from healthd.reconciler import PassResult
 from healthd.state import HealthBook, Subscriber
 
@@ -61,6 +70,13 @@ class Metrics:
         # Fixed for the life of the process, so every check's histogram has the same buckets.
         self.duration_buckets = duration_buckets(_max_timeout(sources.config()))
         self.records: dict[CheckId, CheckRecord] = {}
+        # metrics.check_duration, fixed at start like the buckets: None per real server,
+        # else the histograms by (virtual server, check) (none at all with "off")
+        granularity = sources.config().metrics.check_duration
+        self.pooled: dict[PooledId, Buckets] | None = (
+            None if granularity == "per_real_server" else {}
+        )
+        self._pool_durations = granularity == "per_virtual_server"
         self.tracker = StateTracker()
         self.registry = r = CollectorRegistry(auto_describe=True)
 
@@ -134,14 +150,24 @@ class Metrics:
         in_flight = Gauge("healthd_checks_in_flight", "Probes running now", registry=r)
         in_flight.set_function(lambda: float(sources.in_flight()))
 
-        r.register(ChecksCollector(sources.config, self.records, self.duration_buckets))
-        r.register(PoolCollector(sources, self.tracker, wall, mono))
-        r.register(KernelCollector(sources.config, sources.observed))
+        # The bulk (per check, per real server) is written by hand, see text.py; the rest here.
+        self._bulk = (
+            ChecksCollector(
+                sources.config, self.records, self.duration_buckets, self.pooled, granularity
+            ),
+            PoolCollector(sources, self.tracker, wall, mono),
+            KernelCollector(sources.config, sources.observed),
+        )
         r.register(OverrideCollector(sources.overrides))
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         self.observe_reload(True)  # the config that started the daemon loaded
+
+    def exposition(self) -> bytes:
+        """What /metrics answers: every family, in the Prometheus text format 0.0.4."""
+        bulk = render(family for collector in self._bulk for family in collector.render())
+        return generate_latest(self.registry) + bulk.encode()
 
     # ---- series life cycle --------------------------------------------------------------
 
@@ -166,6 +192,10 @@ class Metrics:
             }
         for check_id in [c for c in self.records if c not in checks]:
             del self.records[check_id]
+        if self.pooled:
+            pools = {(vs, check) for vs, _, check in checks}
+            for pooled_id in [p for p in self.pooled if p not in pools]:
+                del self.pooled[pooled_id]
         self.tracker.keep_only(real_servers)
         self.refresh_states()
 
@@ -183,6 +213,14 @@ class Metrics:
             if record is None:
                 record = self.records[check_id] = CheckRecord(Buckets(self.duration_buckets))
             record.observe(result, now)
+            if self._pool_durations:
+                assert self.pooled is not None
+                pooled = self.pooled.get((s.virtual_server, s.check))
+                if pooled is None:
+                    pooled = self.pooled[(s.virtual_server, s.check)] = Buckets(
+                        self.duration_buckets
+                    )
+                pooled.observe(result.duration_s)
 
     def observe_pass(self, result: PassResult) -> None:
         self.passes.inc()

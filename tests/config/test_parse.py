@@ -157,6 +157,13 @@ def test_inheritance_defaults_then_virtual_server_then_real_server() -> None:
     assert c.checks[0].timing == CheckTiming(interval_s=5.0, timeout_s=2.0, rise=4, fall=5)
 
 
+@pytest.mark.parametrize("granularity", ["per_real_server", "per_virtual_server", "off"])
+def test_check_duration_granularity(granularity: str) -> None:
+    config = parse(f"metrics: {{check_duration: {granularity}}}\n" + VALID)
+    assert config.metrics.check_duration == granularity
+    assert parse(VALID).metrics.check_duration == "per_real_server"
+
+
 def test_built_in_defaults_when_nothing_is_said() -> None:
     vs = only_vs(
         parse(
@@ -369,7 +376,7 @@ BAD = [
     pytest.param(
         "virtual_servers:\n  - name: web\n\taddress: 10.0.0.1 #!\n",
         "",
-        ["invalid YAML", "'\\t'"],
+        ["invalid YAML", "tab"],
         id="yaml-tab",
     ),
     # ---- unknown keys, at every level
@@ -571,6 +578,12 @@ virtual_servers:
         "virtual_servers[web].checks[0].fall",
         ["1000 is out of range (1..100)"],
         id="fall-1000-on-check",
+    ),
+    pytest.param(
+        "metrics:\n  check_duration: per_check #!\n" + VALID,
+        "metrics.check_duration",
+        ["unknown check_duration granularity 'per_check'", "per_virtual_server"],
+        id="check-duration-granularity",
     ),
     pytest.param(
         "defaults:\n  check:\n    interval: 10ms #!\n" + VALID,
