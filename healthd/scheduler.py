@@ -18,6 +18,7 @@ failed result; the scheduler keeps going.  ``on_delay`` receives each probe's sc
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -211,18 +212,20 @@ class Scheduler:
             if isinstance(started, ProbeResult):
                 self._done(slot, started)
                 return
-            self._spawn(slot, self._finish_connect(key, started))
+            self._spawn(slot, functools.partial(self._finish_connect, key, started))
         else:
-            self._spawn(slot, self.probe_once(key))
+            self._spawn(slot, functools.partial(self.probe_once, key))
 
-    def _spawn(self, slot: _Slot, probe: Awaitable[ProbeResult]) -> None:
+    def _spawn(self, slot: _Slot, probe: Callable[[], Awaitable[ProbeResult]]) -> None:
+        # ``probe`` makes the coroutine inside the task: a task cancelled before its first step
+        # (at shutdown) then leaves no coroutine that was never awaited.
         assert self._loop is not None
         self.in_flight += 1
         slot.task = self._loop.create_task(self._run_task(slot, probe))
 
-    async def _run_task(self, slot: _Slot, probe: Awaitable[ProbeResult]) -> None:
+    async def _run_task(self, slot: _Slot, probe: Callable[[], Awaitable[ProbeResult]]) -> None:
         try:
-            result = await probe
+            result = await probe()
         finally:
             slot.task = None
             self.in_flight -= 1
