@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -97,9 +98,11 @@ class Daemon:
     def pids(self) -> list[int]:
         return [self.proc.pid, *children_of(self.proc.pid)]
 
-    def stop(self) -> None:
+    def stop(self, keep_in: Path | None = None) -> None:
         stop_process(self.proc, wait_s=60)
         self.log.close()
+        if keep_in is not None:  # the guest's /tmp goes with the VM: keep the log with the JSON
+            shutil.copy(self.log_path, keep_in / self.log_path.name)
 
 
 def wait_populated(watch: IpvsWatch, daemon: Daemon, n: int, limit_s: float) -> float | None:
@@ -207,7 +210,7 @@ def run_case(
         out["peak_rss_total_kb"] = sum(out["peak_rss_kb"].values())
         out["scheduled_per_s"] = n / 1.0
     finally:
-        daemon.stop()
+        daemon.stop(keep_in=args.json.parent)
         sink.close()
         subprocess.run(["ipvsadm", "-C"], check=False)
     return out

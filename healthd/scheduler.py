@@ -40,6 +40,9 @@ ResultFn = Callable[[ProbeKey, ProbeResult], None]
 DelayFn = Callable[[float], None]
 
 MAX_STARTS_PER_WAKE = 256  # then yield to the event loop (I/O, the API) before starting more
+# ... or after this long: a slow machine starting hundreds of due probes in one go would hold up
+# everything else on the loop (a reconcile pass awaits the kernel a dozen times) for that long.
+MAX_WAKE_S = 0.005
 # Probes due this close to a wake-up start with it: timers may fire a little early (uvloop's
 # clock has a 1 ms resolution), and a wake-up that starts nothing would only spin.
 WAKE_SLACK_S = 0.001
@@ -181,10 +184,13 @@ class Scheduler:
         heap = self._heap
         now = loop.time() + WAKE_SLACK_S
         self._waking = True
+        until = time.monotonic() + MAX_WAKE_S
         try:
-            for _ in range(MAX_STARTS_PER_WAKE):
+            for started in range(MAX_STARTS_PER_WAKE):
                 if not heap or heap[0][0] > now or self._held:
                     break
+                if started & 15 == 15 and time.monotonic() > until:
+                    break  # the rest right after whatever else is ready on the loop
                 slot = heapq.heappop(heap)[2]
                 if not slot.live:
                     continue

@@ -9,6 +9,7 @@ import itertools
 import os
 import random
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -202,3 +203,37 @@ def test_a_full_results_pipe_holds_the_workers_scheduler() -> None:
     assert s._held
     output.resume_writing()
     assert not s._held
+
+
+async def test_a_wake_with_many_slow_starts_lets_the_rest_of_the_loop_run(
+    refused_port: int,
+) -> None:
+    # 200 probes due at once and each start made slow (1 ms, as on an emulated CPU): the loop
+    # must get control back between batches, or a reconcile pass waiting on the kernel sits
+    # behind all 200 (here: 200 ms).
+
+    keys = [
+        ProbeKey(TcpCheck(), Target("127.0.0.1", refused_port), CheckTiming(5.0 + i / 1e6, 1.0))
+        for i in range(200)
+    ]
+    order: list[str] = []
+
+    def slow(key: ProbeKey, result: ProbeResult) -> None:
+        time.sleep(0.001)
+        order.append("probe")
+
+    class AllAtOnce(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return a  # no stagger: every probe is due at the start
+
+    s = Scheduler(keys, slow, jitter=0.0, rng=AllAtOnce())
+    task = asyncio.create_task(s.run())
+    while not order:
+        await asyncio.sleep(0)
+    order.append("other")  # this task ran while probes of the first wake were still due
+    while len(order) < 201:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert order.index("other") < 60
