@@ -35,13 +35,15 @@ def healthd_config(
     reconcile_interval: str = "5s",
     initial_state: str = "up",
     netlink: str = "raw",
+    check_duration: str | None = None,
 ) -> Path:
     check_line = "{type: tcp}" if check == "tcp" else "{type: http, path: /}"
     probes = f"  max_concurrent: {max_concurrent}\n"
     if workers is not None:
         probes += f"  workers: {workers}\n"
+    duration = f", check_duration: {check_duration}" if check_duration else ""
     lines = [
-        f'metrics: {{listen: "127.0.0.1:{metrics_port}"}}',
+        f'metrics: {{listen: "127.0.0.1:{metrics_port}"{duration}}}',
         f"reconcile: {{interval: {reconcile_interval}, on_stop: keep, netlink: {netlink}}}",
         "probes:",
         probes.rstrip("\n"),

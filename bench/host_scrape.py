@@ -57,6 +57,12 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--scrapes", type=int, default=20)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--check-duration",
+        choices=["per_real_server", "per_virtual_server", "off"],
+        default=None,
+        help="metrics.check_duration (default: healthd's default)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     enter_netns()
@@ -76,8 +82,10 @@ def main() -> int:
             workdir=work,
             metrics_port=METRICS_PORT,
             workers=args.workers,
+            check_duration=args.check_duration,
         )
-        log(f"scrape: healthd run --dry-run with {args.n} real servers")
+        variant = f", metrics.check_duration {args.check_duration}" if args.check_duration else ""
+        log(f"scrape: healthd run --dry-run with {args.n} real servers{variant}")
         proc = subprocess.Popen(
             [sys.executable, "-m", "healthd", "run", "--dry-run", "-c", str(conf)],
             stdout=subprocess.DEVNULL,
@@ -114,7 +122,7 @@ def main() -> int:
                 size = len(body)
                 time.sleep(1.0)
             for line in body.decode().splitlines():
-                if line.startswith('healthd_real_servers{state="up"'):
+                if line.startswith("healthd_virtual_server_real_servers{") and 'state="up"' in line:
                     up = float(line.split()[-1])
             result: dict[str, Any] = {
                 "n": args.n,
@@ -129,6 +137,7 @@ def main() -> int:
                 "rss_kb": sum(status_kb(p, "VmRSS") for p in pids),
                 "peak_rss_kb": sum(status_kb(p, "VmHWM") for p in pids),
                 "workers": args.workers,
+                "check_duration": args.check_duration or "per_real_server",
             }
         finally:
             stop_process(proc)

@@ -176,10 +176,12 @@ def scrape_table(results: Path) -> list[str]:
         r = load(path)
         wall, cpu = r["scrape_wall_s"], r["scrape_cpu_s"]
         out.append(
-            f"- N = {r['n']} real servers: scrape wall p50 {fmt(wall['p50'], 0, 1000)} ms,"
+            f"- N = {r['n']} real servers, `metrics.check_duration:"
+            f" {r.get('check_duration', 'per_real_server')}`:"
+            f" scrape wall p50 {fmt(wall['p50'], 0, 1000)} ms,"
             f" p99 {fmt(wall['p99'], 0, 1000)} ms ({wall['n']} scrapes);"
             f" daemon CPU per scrape p50 {fmt(cpu['p50'], 0, 1000)} ms;"
-            f" {r['series']} series, {r['bytes'] / 1e6:.1f} MB;"
+            f" {r['series']} series, {r['bytes'] / 1e6:.1f} MB; {r['up']:.0f} up;"
             f" daemon RSS {r['rss_kb'] / 1024:.0f} MB"
         )
     return out

@@ -158,7 +158,8 @@ class Reconciler:
         desired = self._desired()
         self.stats.passes += 1
         try:
-            observed = await asyncio.wait_for(self._port.dump(desired.keys()), self._op_timeout_s)
+            async with asyncio.timeout(self._op_timeout_s):
+                observed = await self._port.dump(desired.keys())
         except (IpvsError, TimeoutError, OSError) as exc:
             message = f"reading the IPVS table failed: {exc or type(exc).__name__}"
             log.error("%s; retrying", message)
@@ -168,9 +169,8 @@ class Reconciler:
         applied, failed = await self._apply_all(ops)
         if applied:  # keep the snapshot that metrics and status read true to the kernel
             with contextlib.suppress(IpvsError, TimeoutError, OSError):
-                self.observed = await asyncio.wait_for(
-                    self._port.dump(desired.keys()), self._op_timeout_s
-                )
+                async with asyncio.timeout(self._op_timeout_s):
+                    self.observed = await self._port.dump(desired.keys())
         ok = not failed
         return self._finish(PassResult(ok, time.monotonic() - started, applied, failed))
 
@@ -179,7 +179,8 @@ class Reconciler:
         started = time.monotonic()
         desired = self._desired()
         try:
-            observed = await asyncio.wait_for(self._port.dump(desired.keys()), self._op_timeout_s)
+            async with asyncio.timeout(self._op_timeout_s):
+                observed = await self._port.dump(desired.keys())
         except (IpvsError, TimeoutError, OSError) as exc:
             log.error("shutdown cleanup: reading the IPVS table failed: %s", exc)
             return PassResult(False, time.monotonic() - started, error=str(exc))
@@ -192,9 +193,10 @@ class Reconciler:
         for op in ops:
             kind = op_kind(op)
             try:
-                outcome = await asyncio.wait_for(
-                    apply_idempotent(self._port, op), self._op_timeout_s
-                )
+                # asyncio.timeout, not wait_for: no task per op, so an answer the kernel has
+                # ready (the raw adapter reads it at once) costs no trip through the loop
+                async with asyncio.timeout(self._op_timeout_s):
+                    outcome = await apply_idempotent(self._port, op)
             except (IpvsError, TimeoutError, OSError) as exc:
                 reason = str(exc) or type(exc).__name__
                 failed.append((op, reason))
