@@ -90,6 +90,7 @@ class Daemon:
                 check=check_type,
                 workdir=work,
                 workers=int(workers) if workers else args.workers,
+                netlink="pyroute2" if kind == "healthd-pyroute2" else "raw",
             )
             argv = [args.python, "-m", "healthd", "run", "-c", str(conf)]
         self.started = time.monotonic()
@@ -221,8 +222,9 @@ def main() -> int:
     parser.add_argument(
         "--daemons",
         nargs="+",
-        default=["keepalived", "healthd", "healthd:2"],
-        help="keepalived, healthd, healthd:W (probes.workers W)",
+        default=["keepalived", "healthd", "healthd:2", "healthd-pyroute2"],
+        help="keepalived, healthd, healthd:W (probes.workers W), healthd-pyroute2 (healthd with"
+        " reconcile.netlink: pyroute2, healthd's default; the others use raw)",
     )
     parser.add_argument("--checks", nargs="+", default=["tcp", "http"])
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])
