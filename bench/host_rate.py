@@ -208,15 +208,30 @@ def main() -> int:
 
     logs.setup("warning")
     logging.getLogger("healthd").setLevel(logging.WARNING)
-    results = []
+    results: list[dict[str, Any]] = []
+    out = {
+        "conditions": conditions(),
+        "check": args.check,
+        "workers": args.workers or 0,
+        "pinned_cpu": args.cpu,
+        "runs": results,
+    }
+    failed = 0
     with tempfile.TemporaryDirectory(prefix="healthd-bench-") as tmp:
         work = Path(tmp)
         sink_bin = build_sink(ROOT / "bench" / ".build")
         for n in args.n:
             log(f"host rate: {args.check} N={n} interval={args.interval}s")
-            result = run_one(args, n, sink_bin, work)
+            try:
+                result = run_one(args, n, sink_bin, work)
+            except Exception as exc:  # one N that cannot run (fd limit): report, go on
+                log(f"  N={n} did not run: {exc}")
+                failed += 1
+                continue
             result["check"] = args.check
             results.append(result)
+            if args.json:  # after every N: what ran is kept even if a later N fails
+                write_json(args.json, out)
             log(
                 "  {checks_per_s:.0f} checks/s (scheduled {scheduled_per_s:.0f}), "
                 "CPU {cpu_pct:.0f}%, {cpu_us_per_check:.1f} us/check, delay p50 "
@@ -225,15 +240,8 @@ def main() -> int:
             )
             if args.stop_when_missed and result["delay_p99_ms"] >= 10.0:
                 break
-    out = {
-        "conditions": conditions(),
-        "check": args.check,
-        "workers": args.workers or 0,
-        "pinned_cpu": args.cpu,
-        "runs": results,
-    }
-    if args.json:
-        write_json(args.json, out)
+    if failed:
+        return 1
     return 0
 
 
