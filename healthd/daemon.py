@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -30,8 +31,8 @@ from healthd.ipvs.errors import IpvsError, IpvsUnavailable
 from healthd.ipvs.port import IpvsPort
 from healthd.metrics import Metrics, Sources, TimedPort
 from healthd.model import Desired
-from healthd.operations import Operations
-from healthd.overrides import unexpired
+from healthd.operations import Operations, settle_heap
+from healthd.overrides import RealServerId, unexpired
 from healthd.reconciler import PassResult, Reconciler
 from healthd.runtime import Runtime
 from healthd.state import HealthBook, Outcome, ProbeKey
@@ -93,9 +94,10 @@ class Daemon(Operations):
     def book(self) -> HealthBook:
         return self.runtime.book
 
-    def states(self) -> dict[tuple[str, str], str]:
-        """What an operator sees for each real server: health, or an override's state."""
-        return self.runtime.states(self.reconciler.observed, time.time())
+    def states(self, only: Collection[RealServerId] | None = None) -> dict[RealServerId, str]:
+        """What an operator sees for each real server (or ``only`` these): health, or an
+        override's state."""
+        return self.runtime.states(self.reconciler.observed, time.time(), only)
 
     def compute_desired(self) -> Desired:
         return self.runtime.desired(time.time())
@@ -107,7 +109,8 @@ class Daemon(Operations):
         self.metrics.observe_probe(self.book.probes[key], result)
         self._log_outcome(key, outcome)
         if outcome.real_server_changes:
-            self.metrics.refresh_states()  # metrics: count the transition now
+            changed = [c.real_server for c in outcome.real_server_changes]
+            self.metrics.refresh_states(self.states(changed))  # metrics: count it now
             self.reconciler.poke()
         self.host.on_outcome(self.book, key, outcome)  # host: state_change events, notify
 
@@ -138,17 +141,17 @@ class Daemon(Operations):
 
     def _on_pass(self, result: PassResult) -> None:
         self.metrics.observe_pass(result)
-        self.metrics.refresh_states()  # metrics: overrides, drains, expiries since the last pass
+        states = self.states()  # once per pass: O(real servers)
+        self.metrics.refresh_states(states)  # metrics: overrides, drains, expiries since
         # host: kernel_op events, READY=1 after the first good pass, STATUS= summary
-        self.host.on_pass(result, self.states(), self.reconciler.ready.is_set())
+        self.host.on_pass(result, states, self.reconciler.ready.is_set())
         if result.ok:
             if self.runtime.forget_departed(self.reconciler.observed):
                 self._save_state()
-            self._note_drains()
+            self._note_drains(states)
 
-    def _note_drains(self) -> None:
+    def _note_drains(self, states: Mapping[RealServerId, str]) -> None:
         """Log once when a drained real server has no connection left."""
-        states = self.states()
         for rs_id, state in states.items():
             if state == "drained" and rs_id not in self._drained:
                 log.info("real server %s/%s: drain complete, no connection left", *rs_id)
@@ -189,6 +192,7 @@ class Daemon(Operations):
             sum(len(vs.real_servers) for vs in self.config.virtual_servers),
             len(self.book.probes),
         )
+        settle_heap()
         probes = asyncio.create_task(self.scheduler.run(), name="scheduler")
         reconcile = asyncio.create_task(self.reconciler.run(), name="reconciler")
         self.reconciler.poke()  # first pass now: adopt the table, create what is missing

@@ -7,7 +7,7 @@ servers and virtual servers are retired gracefully, the rest enters as the confi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from healthd import policy
@@ -87,15 +87,21 @@ class Runtime:
         )
         return self.last_desired
 
-    def states(self, observed: Observed, now: float) -> dict[RealServerId, str]:
+    def states(
+        self, observed: Observed, now: float, only: Collection[RealServerId] | None = None
+    ) -> dict[RealServerId, str]:
+        """What an operator sees for each real server (``only``: for these ones)."""
         active = unexpired(self.overrides, now)
+        status = self.book.status()
         out: dict[RealServerId, str] = {}
         for vs in self.config.virtual_servers:
             have = observed.get(vs.key)
             for rs in vs.real_servers:
                 rs_id = (vs.name, rs.name)
+                if only is not None and rs_id not in only:
+                    continue
                 seen = have.real_servers.get(rs.key) if have is not None else None
-                out[rs_id] = shown_state(self.book.status()[rs_id].health, active.get(rs_id), seen)
+                out[rs_id] = shown_state(status[rs_id].health, active.get(rs_id), seen)
         return out
 
     def forget_departed(self, observed: Observed) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -41,7 +41,13 @@ from healthd.metrics.collectors import (
 from healthd.metrics.instrumented import NETLINK_OPERATIONS, TimedPort, watch_event_loop
 from healthd.metrics.kernel import KernelCollector
 from healthd.metrics.overrides import OverrideCollector
-from healthd.metrics.records import CheckId, CheckRecord, StateTracker, duration_buckets
+from healthd.metrics.records import (
+    CheckId,
+    CheckRecord,
+    RealServerId,
+    StateTracker,
+    duration_buckets,
+)
 from healthd.metrics.records import Histogram as Buckets
 from healthd.metrics.text import render
 from healthd.reconciler import PassResult
@@ -199,9 +205,13 @@ class Metrics:
         self.tracker.keep_only(real_servers)
         self.refresh_states()
 
-    def refresh_states(self) -> None:
-        """Count state changes now (the daemon calls it when a real server's state changed)."""
-        self.tracker.update(self._sources.states(), self._wall(), self._mono())
+    def refresh_states(self, states: Mapping[RealServerId, str] | None = None) -> None:
+        """Count state changes now (the daemon calls it when a real server's state changed).
+
+        ``states``: the states to compare (all or some real servers); default all, read now.
+        """
+        current = self._sources.states() if states is None else states
+        self.tracker.update(current, self._wall(), self._mono())
 
     # ---- events -------------------------------------------------------------------------
 
