@@ -215,6 +215,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> bool:
                 style = styles[d] if not dash else styles[d].replace("-", "--")
                 ax.plot(xs, ys, style, label=f"{DAEMONS[d]}, {check.upper()}")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # pyroute2 at N = 5000 is an order of magnitude above the rest
     ax.set_xlabel("real servers (N), interval 1 s")
     ax.set_ylabel("guest CPU ms per check (TCG)")
     ax.set_title("CPU per check, same VM, kernel and backends")
