@@ -46,6 +46,12 @@ MAX_WAKE_S = 0.005
 # Probes due this close to a wake-up start with it: timers may fire a little early (uvloop's
 # clock has a 1 ms resolution), and a wake-up that starts nothing would only spin.
 WAKE_SLACK_S = 0.001
+# A probe may also start up to this much early, at most EARLY_FRACTION of its interval, to share
+# a wake-up with the one before: every wake-up costs a trip through the loop and an epoll_wait,
+# as much again as the TCP probe itself when probes are spread thin (10 ms of a 1 s interval:
+# -19% CPU per check at 1000 real servers; the interval's own jitter is 100 ms).
+EARLY_S = 0.010
+EARLY_FRACTION = 0.02
 
 
 class _Slot:
@@ -183,11 +189,17 @@ class Scheduler:
             return
         heap = self._heap
         now = loop.time() + WAKE_SLACK_S
+        early = now + EARLY_S
         self._waking = True
         until = time.monotonic() + MAX_WAKE_S
         try:
             for started in range(MAX_STARTS_PER_WAKE):
-                if not heap or heap[0][0] > now or self._held:
+                if not heap or self._held:
+                    break
+                due, _, first = heap[0]
+                if due > now and (
+                    due > early or due - now > first.key.timing.interval_s * EARLY_FRACTION
+                ):
                     break
                 if started & 15 == 15 and time.monotonic() > until:
                     break  # the rest right after whatever else is ready on the loop

@@ -237,3 +237,27 @@ async def test_a_wake_with_many_slow_starts_lets_the_rest_of_the_loop_run(
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert order.index("other") < 60
+
+
+async def test_probes_due_within_a_few_ms_share_a_wake_up(refused_port: int) -> None:
+    # Every wake-up costs a loop trip; a probe due 5 ms after another (interval 1 s) starts with
+    # it, a probe due 100 ms later does not.
+    offsets = iter([0.100, 0.105, 0.200])
+
+    class Planned(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return next(offsets) if b > 0.5 else 0.0
+
+    keys = [
+        ProbeKey(TcpCheck(), Target("127.0.0.1", refused_port), CheckTiming(1.0 + i / 1e6, 0.5))
+        for i in range(3)
+    ]
+    started: dict[float, float] = {}
+    loop = asyncio.get_running_loop()
+    s = Scheduler(
+        keys, lambda k, r: started.setdefault(k.timing.interval_s, loop.time()), rng=Planned()
+    )
+    await run_for(s, 0.35)
+    first, second, third = (started[k.timing.interval_s] for k in keys)
+    assert abs(second - first) < 0.002  # one wake-up
+    assert third - first > 0.09
