@@ -45,10 +45,10 @@ def ratio(a: Any, b: Any) -> str:
 
 def vm_runs(results: Path) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
-    for name in ("vm-tcp.json", "vm-http.json", "vm-rss.json"):
-        data = load(results / name)
-        if data:
-            runs += [dict(r, source=name) for r in data["runs"]]
+    for path in sorted(results.glob("vm-*.json")):
+        data = load(path)
+        if data and path.name != "vm-netlink.json":
+            runs += [dict(r, source=path.name) for r in data["runs"]]
     return runs
 
 
