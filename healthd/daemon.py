@@ -233,11 +233,11 @@ class Daemon(Operations):
 
 
 async def open_port(config: Config, dry_run: bool) -> IpvsPort:
-    # raw generic netlink: the pyroute2 adapter's contract at ~1/20 of its CPU (docs/benchmarks.md)
     from healthd.ipvs.genl import GenlIpvs
     from healthd.ipvs.netlink import NetlinkIpvs as Pyroute2Ipvs
 
-    # pyroute2 by default; "raw": the same contract at ~1/20 of its CPU (docs/benchmarks.md)
+    # pyroute2 by default; "raw": the same contract at ~1/20 of its CPU per message
+    # (docs/benchmarks.md)
     NetlinkIpvs = GenlIpvs if config.reconcile.netlink == "raw" else Pyroute2Ipvs
 
     keys = [vs.key for vs in config.virtual_servers]

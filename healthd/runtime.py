@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from healthd import policy
 from healthd.checkspec import ProbeResult
-from healthd.config.types import Config, VirtualServerConfig
+from healthd.config.types import Config, RealServerConfig, VirtualServerConfig
 from healthd.model import (
     Desired,
     Observed,
@@ -68,6 +68,8 @@ class Runtime:
         self.book = HealthBook.from_config(self.config)
         self.since: dict[RealServerId, float] = dict.fromkeys(self.book.status(), self.now)
         self.last_desired: Desired = {}
+        self._indexed: Config | None = None
+        self._by_id: dict[RealServerId, tuple[VirtualServerConfig, RealServerConfig]] = {}
 
     # ---- health --------------------------------------------------------------------------------
 
@@ -93,16 +95,29 @@ class Runtime:
         """What an operator sees for each real server (``only``: for these ones)."""
         active = unexpired(self.overrides, now)
         status = self.book.status()
+        if only is None:
+            pairs = [(vs, rs) for vs in self.config.virtual_servers for rs in vs.real_servers]
+        else:  # a health change: its real servers only, not a walk over the whole config
+            index = self._index()
+            pairs = [index[rs_id] for rs_id in only if rs_id in index]
         out: dict[RealServerId, str] = {}
-        for vs in self.config.virtual_servers:
+        for vs, rs in pairs:
+            rs_id = (vs.name, rs.name)
             have = observed.get(vs.key)
-            for rs in vs.real_servers:
-                rs_id = (vs.name, rs.name)
-                if only is not None and rs_id not in only:
-                    continue
-                seen = have.real_servers.get(rs.key) if have is not None else None
-                out[rs_id] = shown_state(status[rs_id].health, active.get(rs_id), seen)
+            seen = have.real_servers.get(rs.key) if have is not None else None
+            out[rs_id] = shown_state(status[rs_id].health, active.get(rs_id), seen)
         return out
+
+    def _index(self) -> dict[RealServerId, tuple[VirtualServerConfig, RealServerConfig]]:
+        """(virtual server, real server) names -> their config, for the current config."""
+        if self._indexed is not self.config:
+            self._by_id = {
+                (vs.name, rs.name): (vs, rs)
+                for vs in self.config.virtual_servers
+                for rs in vs.real_servers
+            }
+            self._indexed = self.config
+        return self._by_id
 
     def forget_departed(self, observed: Observed) -> bool:
         """Drop retiring entries that have left the kernel; True if anything was dropped."""

@@ -183,3 +183,17 @@ def test_overrides_follow_names_and_unknown_names_are_refused() -> None:
     )
     rt.apply_config(parse_text(text, "t.yaml"), now=5.0)
     assert rt.overrides == {}  # its real server left the config: so did the override
+
+
+def test_states_of_some_real_servers_follow_the_current_config() -> None:
+    rt = Runtime(cfg(), now=0.0)
+    fake = FakeIpvs()
+    feed(rt, {"192.168.1.1": True, "192.168.1.2": False})
+    converge(rt, fake)
+    observed = fake.snapshot([VS])
+    everyone = rt.states(observed, now=3.0)
+    assert everyone == {("web", "a"): "up", ("web", "b"): "down"}
+    assert rt.states(observed, 3.0, only=[("web", "b")]) == {("web", "b"): "down"}
+    # after a reload that removes b, asking for it gives nothing (the lookup follows the config)
+    rt.apply_config(cfg(**{"      - {name: b, address: 192.168.1.2, weight: 1}": ""}), now=4.0)
+    assert rt.states(observed, 4.0, only=[("web", "b"), ("web", "a")]) == {("web", "a"): "up"}

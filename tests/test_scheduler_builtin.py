@@ -24,20 +24,6 @@ def tcp_key(port: int, interval_s: float = 0.1, timeout_s: float = 0.05) -> Prob
 
 
 @pytest.fixture
-def listener() -> Iterator[int]:
-    with socket.create_server(("127.0.0.1", 0), backlog=128) as server:
-        server.setblocking(False)
-        yield server.getsockname()[1]
-
-
-@pytest.fixture
-def refused_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture
 def stalled_port() -> Iterator[int]:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,20 +22,6 @@ from healthd.workers import WorkerPool, scheduler_for
 
 def tcp_key(port: int, interval_s: float = 0.1) -> ProbeKey:
     return ProbeKey(TcpCheck(), Target("127.0.0.1", port), CheckTiming(interval_s, interval_s / 2))
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with socket.create_server(("127.0.0.1", 0), backlog=128) as server:
-        server.setblocking(False)
-        yield server.getsockname()[1]
-
-
-@pytest.fixture
-def refused_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 async def until(predicate: object, timeout_s: float = 20.0) -> None:

@@ -126,7 +126,7 @@ class ChecksCollector:
         self._config = config
         self._records = records
         self._buckets = buckets
-        self._pooled = pooled if granularity == "per_virtual_server" else None
+        self._pooled = {} if pooled is None else pooled  # the live mapping, filled later
         self._granularity = granularity
         self._les = le_labels(buckets)
         self._labels = LabelBlocks(CHECK)
@@ -147,7 +147,7 @@ class ChecksCollector:
             record = records.get(check_id, blank)
             f.attempts.add(b, record.attempts)
             f.failures.add_group(b, "reason", self._by_reason(check, record.failures))
-            if self._granularity == "per_real_server":
+            if record.duration is not None and self._granularity == "per_real_server":
                 h = record.duration
                 f.duration.add_histogram(b, les, h.cumulative, h.count, h.total)
             f.last_attempt.add(b, record.last_attempt)
@@ -159,11 +159,11 @@ class ChecksCollector:
                 f.http_status.add(b, record.http_status)
                 if record.tls_not_after is not None:
                     f.cert_expiry.add(b, record.tls_not_after)
-        if self._pooled is not None:
+        if self._granularity == "per_virtual_server":
             self._pooled_labels.forget_unless(config)
-            pools = dict.fromkeys((vs, check) for vs, _, check in (c for c, _ in checks_of(config)))
+            pools = dict.fromkeys((vs, check) for (vs, _, check), _ in checks_of(config))
             for pooled_id in pools:
-                h = self._pooled.get(pooled_id, blank.duration)
+                h = self._pooled.get(pooled_id) or Histogram(self._buckets)
                 b = self._pooled_labels(pooled_id)
                 f.duration.add_histogram(b, les, h.cumulative, h.count, h.total)
         return f.all()

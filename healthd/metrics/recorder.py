@@ -76,13 +76,10 @@ class Metrics:
         # Fixed for the life of the process, so every check's histogram has the same buckets.
         self.duration_buckets = duration_buckets(_max_timeout(sources.config()))
         self.records: dict[CheckId, CheckRecord] = {}
-        # metrics.check_duration, fixed at start like the buckets: None per real server,
-        # else the histograms by (virtual server, check) (none at all with "off")
-        granularity = sources.config().metrics.check_duration
-        self.pooled: dict[PooledId, Buckets] | None = (
-            None if granularity == "per_real_server" else {}
-        )
-        self._pool_durations = granularity == "per_virtual_server"
+        # metrics.check_duration, fixed at start like the buckets: durations per check, or by
+        # (virtual server, check) in ``pooled``, or not at all
+        self.granularity = sources.config().metrics.check_duration
+        self.pooled: dict[PooledId, Buckets] = {}
         self.tracker = StateTracker()
         self.registry = r = CollectorRegistry(auto_describe=True)
 
@@ -159,7 +156,7 @@ class Metrics:
         # The bulk (per check, per real server) is written by hand, see text.py; the rest here.
         self._bulk = (
             ChecksCollector(
-                sources.config, self.records, self.duration_buckets, self.pooled, granularity
+                sources.config, self.records, self.duration_buckets, self.pooled, self.granularity
             ),
             PoolCollector(sources, self.tracker, wall, mono),
             KernelCollector(sources.config, sources.observed),
@@ -198,10 +195,9 @@ class Metrics:
             }
         for check_id in [c for c in self.records if c not in checks]:
             del self.records[check_id]
-        if self.pooled:
-            pools = {(vs, check) for vs, _, check in checks}
-            for pooled_id in [p for p in self.pooled if p not in pools]:
-                del self.pooled[pooled_id]
+        pools = {(vs, check) for vs, _, check in checks}
+        for pooled_id in [p for p in self.pooled if p not in pools]:
+            del self.pooled[pooled_id]
         self.tracker.keep_only(real_servers)
         self.refresh_states()
 
@@ -221,15 +217,15 @@ class Metrics:
             check_id = (s.virtual_server, s.real_server, s.check)
             record = self.records.get(check_id)
             if record is None:
-                record = self.records[check_id] = CheckRecord(Buckets(self.duration_buckets))
+                own = self.granularity == "per_real_server"
+                record = CheckRecord(Buckets(self.duration_buckets) if own else None)
+                self.records[check_id] = record
             record.observe(result, now)
-            if self._pool_durations:
-                assert self.pooled is not None
-                pooled = self.pooled.get((s.virtual_server, s.check))
+            if self.granularity == "per_virtual_server":
+                pool = (s.virtual_server, s.check)
+                pooled = self.pooled.get(pool)
                 if pooled is None:
-                    pooled = self.pooled[(s.virtual_server, s.check)] = Buckets(
-                        self.duration_buckets
-                    )
+                    pooled = self.pooled[pool] = Buckets(self.duration_buckets)
                 pooled.observe(result.duration_s)
 
     def observe_pass(self, result: PassResult) -> None:

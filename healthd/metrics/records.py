@@ -94,7 +94,7 @@ class Histogram:
 class CheckRecord:
     """Everything the metrics know about one (virtual server, real server, check)."""
 
-    duration: Histogram
+    duration: Histogram | None  # None: durations are not kept per check (metrics.check_duration)
     attempts: int = 0
     failures: dict[str, int] = field(default_factory=dict)  # reason -> count
     last_attempt: float = 0.0  # Unix time; 0: never
@@ -105,7 +105,8 @@ class CheckRecord:
 
     def observe(self, result: ProbeResult, now: float) -> None:
         self.attempts += 1
-        self.duration.observe(result.duration_s)
+        if self.duration is not None:
+            self.duration.observe(result.duration_s)
         self.last_attempt = now
         if result.ok:
             self.last_success = now
