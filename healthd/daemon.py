@@ -58,6 +58,8 @@ class Daemon(Operations):
             log.warning("saved state: dropped %s", line)
         self._expiry: asyncio.TimerHandle | None = None
         self._drained: set[tuple[str, str]] = set()
+        # settle the heap again once every probe has run (see _on_pass): scheduler.completed
+        self._settle_at: int | None = None
         self.reconciler = Reconciler(
             # metrics: every kernel request counted and timed by operation
             port=TimedPort(self.port, lambda op, s, ok: self.metrics.observe_request(op, s, ok)),
@@ -141,6 +143,11 @@ class Daemon(Operations):
 
     def _on_pass(self, result: PassResult) -> None:
         self.metrics.observe_pass(result)
+        if self._settle_at is not None and self.scheduler.completed >= self._settle_at:
+            # Every probe has a result, its metrics, and this pass its tables: what stays
+            # from here on leaves the garbage collector's passes (settle_heap).
+            self._settle_at = None
+            settle_heap()
         states = self.states()  # once per pass: O(real servers)
         self.metrics.refresh_states(states)  # metrics: overrides, drains, expiries since
         # host: kernel_op events, READY=1 after the first good pass, STATUS= summary
@@ -193,6 +200,7 @@ class Daemon(Operations):
             len(self.book.probes),
         )
         settle_heap()
+        self._settle_at = self.scheduler.completed + len(self.book.probes)
         probes = asyncio.create_task(self.scheduler.run(), name="scheduler")
         reconcile = asyncio.create_task(self.reconciler.run(), name="reconciler")
         self.reconciler.poke()  # first pass now: adopt the table, create what is missing

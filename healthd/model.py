@@ -15,7 +15,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 
 class Protocol(enum.Enum):
@@ -166,6 +167,33 @@ class ObservedVirtualServer:
 
 # What the kernel holds, for the virtual servers that were asked about.
 Observed = Mapping[VirtualServerKey, ObservedVirtualServer]
+
+_T = TypeVar("_T")
+
+
+def same_or_new(previous: _T | None, new: _T) -> _T:
+    """``previous`` if it equals ``new``: values that did not change keep their object.
+
+    Tables rebuilt on every reconcile pass (the kernel's, the desired one) then keep the objects
+    of the real servers that did not change, and the new copies die young: at thousands of real
+    servers, objects that live from one pass to the next and then die are what makes the garbage
+    collector's full passes frequent and long (tens of ms, with probes waiting).
+    """
+    return previous if previous is not None and previous == new else new
+
+
+def reuse_observed(previous: Observed, new: Observed) -> Observed:
+    """``new``, keeping ``previous``'s objects for what did not change (see ``same_or_new``)."""
+    out: dict[VirtualServerKey, ObservedVirtualServer] = {}
+    for key, vs in new.items():
+        old = previous.get(key)
+        if old is None:
+            out[key] = vs
+            continue
+        old_rs = old.real_servers
+        real_servers = {k: same_or_new(old_rs.get(k), v) for k, v in vs.real_servers.items()}
+        out[key] = same_or_new(old, replace(vs, real_servers=real_servers))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ class Operations:
     metrics: Metrics
     host: Host
     _expiry: asyncio.TimerHandle | None
+    _settle_at: int | None
 
     def status(self) -> dict[str, Any]:
         daemon = {
@@ -151,6 +152,7 @@ class Operations:
         self.scheduler.update(self.runtime.book.probes)
         self.metrics.sync_series(self.runtime.book)
         settle_heap()
+        self._settle_at = self.scheduler.completed + len(self.runtime.book.probes)
         self._save_state()
         self._arm_expiry()
         self.reconciler.poke()
@@ -175,9 +177,11 @@ def _iso(unix: float) -> str:
 def settle_heap() -> None:
     """Keep the config and everything built from it out of the garbage collector's full passes.
 
-    They live as long as the config does; with thousands of real servers a full collection that
-    walks them all stalls the event loop (and every probe due meanwhile) for tens of ms.  Frozen
-    objects are still freed when nothing refers to them any more (after a reload).
+    Called at start and after a reload, and again once every probe has run (the scheduler's
+    slots, the last results, the metrics' records and the tables of a reconcile pass exist
+    then).  They live as long as the config does; with thousands of real servers a full
+    collection that walks them all stalls the event loop (and every probe due meanwhile) for
+    tens of ms.  Frozen objects are still freed when nothing refers to them any more.
     """
     gc.collect()
     gc.freeze()

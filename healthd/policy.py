@@ -30,6 +30,7 @@ from healthd.model import (
     RealServerSpec,
     VirtualServerKey,
     VirtualServerSpec,
+    same_or_new,
 )
 from healthd.overrides import Override, OverrideKind
 
@@ -102,16 +103,25 @@ def desired(
     status: StatusMap,
     overrides: Mapping[tuple[str, str], Override] | None = None,
     retiring: Retiring | None = None,
+    previous: Desired | None = None,
 ) -> Desired:
-    """The desired table: every virtual server in the config, and what a reload is retiring."""
+    """The desired table: every virtual server in the config, and what a reload is retiring.
+
+    ``previous``: the table of the last pass; what did not change keeps its object there
+    (``model.same_or_new``).
+    """
     overrides = overrides or {}
+    previous = previous or {}
     table: dict[VirtualServerKey, DesiredVirtualServer] = {}
     for vs in config.virtual_servers:
         real_servers: dict[RealServerKey, DesiredRealServer] = {}
+        before = previous.get(vs.key)
+        before_rs = before.real_servers if before is not None else {}
         for rs in vs.real_servers:
             rs_id = (vs.name, rs.name)
-            real_servers[rs.key] = desired_real_server(
-                vs, rs, status.get(rs_id, UNKNOWN), overrides.get(rs_id)
+            real_servers[rs.key] = same_or_new(
+                before_rs.get(rs.key),
+                desired_real_server(vs, rs, status.get(rs_id, UNKNOWN), overrides.get(rs_id)),
             )
         if retiring is not None:
             for rs_key, rs_spec in retiring.real_servers.get(vs.key, {}).items():
@@ -121,7 +131,7 @@ def desired(
                         why="removed from the configuration: draining",
                         drain_then_delete=True,
                     )
-        table[vs.key] = DesiredVirtualServer(vs.spec, real_servers)
+        table[vs.key] = same_or_new(before, DesiredVirtualServer(vs.spec, real_servers))
     if retiring is not None:
         for key, spec in retiring.virtual_servers.items():
             if key not in table:

@@ -29,6 +29,7 @@ from healthd.model import (
     EditVirtualServer,
     Observed,
     Op,
+    reuse_observed,
 )
 from healthd.plan import plan, plan_teardown
 
@@ -164,13 +165,15 @@ class Reconciler:
             message = f"reading the IPVS table failed: {exc or type(exc).__name__}"
             log.error("%s; retrying", message)
             return self._finish(PassResult(False, time.monotonic() - started, error=message))
+        observed = reuse_observed(self.observed, observed)
         self.observed = observed
         ops = plan(desired, observed)
         applied, failed = await self._apply_all(ops)
         if applied:  # keep the snapshot that metrics and status read true to the kernel
             with contextlib.suppress(IpvsError, TimeoutError, OSError):
                 async with asyncio.timeout(self._op_timeout_s):
-                    self.observed = await self._port.dump(desired.keys())
+                    after = await self._port.dump(desired.keys())
+                    self.observed = reuse_observed(observed, after)
         ok = not failed
         return self._finish(PassResult(ok, time.monotonic() - started, applied, failed))
 

@@ -85,7 +85,11 @@ class Runtime:
     def desired(self, now: float) -> Desired:
         retiring = policy.Retiring(self.retired_vs, self.retired_rs)
         self.last_desired = policy.desired(
-            self.config, self.book.status(), unexpired(self.overrides, now), retiring
+            self.config,
+            self.book.status(),
+            unexpired(self.overrides, now),
+            retiring,
+            previous=self.last_desired,
         )
         return self.last_desired
 

@@ -90,8 +90,12 @@ class Scheduler:
         self.completed = 0
         self.last_progress = time.monotonic()  # wall of the last completed probe (watchdog)
         self._slots: dict[ProbeKey, _Slot] | None = None  # while running
-        self._heap: list[tuple[float, int, _Slot]] = []
-        self._order = itertools.count()  # ties in the heap never compare slots
+        # The heap holds (due, number) and _queued maps the number to its slot: tuples of a
+        # float and an int are dropped by the garbage collector's first look at them, while
+        # (due, number, slot) would age through every generation, one per probe per interval.
+        self._heap: list[tuple[float, int]] = []
+        self._queued: dict[int, _Slot] = {}
+        self._order = itertools.count()
         self._waiting: deque[_Slot] = deque()  # due, but max_concurrent tasks are running
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -110,6 +114,7 @@ class Scheduler:
             slots = list(self._slots.values())
             self._slots = None
             self._heap.clear()
+            self._queued.clear()
             self._waiting.clear()
             if self._timer is not None:
                 self._timer.cancel()
@@ -144,7 +149,7 @@ class Scheduler:
             due = now + self._rng.uniform(0, key.timing.interval_s)
             slot = _Slot(key, due, builtin and isinstance(key.spec, TcpCheck))
             self._slots[key] = slot
-            heapq.heappush(self._heap, (due, next(self._order), slot))
+            self._push(slot)
         self._arm()
         return (len(started), len(stopped))
 
@@ -167,11 +172,16 @@ class Scheduler:
 
     # ---- the timer -------------------------------------------------------------------------
 
+    def _push(self, slot: _Slot) -> None:
+        number = next(self._order)
+        self._queued[number] = slot
+        heapq.heappush(self._heap, (slot.due, number))
+
     def _arm(self) -> None:
         """Make sure the loop wakes us when the earliest probe is due."""
-        heap = self._heap
-        while heap and not heap[0][2].live:
-            heapq.heappop(heap)
+        heap, queued = self._heap, self._queued
+        while heap and not queued[heap[0][1]].live:
+            del queued[heapq.heappop(heap)[1]]
         if not heap or self._loop is None or self._held:
             return
         at = heap[0][0]
@@ -187,7 +197,7 @@ class Scheduler:
         loop = self._loop
         if loop is None or self._slots is None:
             return
-        heap = self._heap
+        heap, queued = self._heap, self._queued
         now = loop.time() + WAKE_SLACK_S
         early = now + EARLY_S
         self._waking = True
@@ -196,14 +206,15 @@ class Scheduler:
             for started in range(MAX_STARTS_PER_WAKE):
                 if not heap or self._held:
                     break
-                due, _, first = heap[0]
+                due, number = heap[0]
                 if due > now and (
-                    due > early or due - now > first.key.timing.interval_s * EARLY_FRACTION
+                    due > early or due - now > queued[number].key.timing.interval_s * EARLY_FRACTION
                 ):
                     break
                 if started & 15 == 15 and time.monotonic() > until:
                     break  # the rest right after whatever else is ready on the loop
-                slot = heapq.heappop(heap)[2]
+                heapq.heappop(heap)
+                slot = queued.pop(number)
                 if not slot.live:
                     continue
                 if self.in_flight >= self._max_concurrent:
@@ -300,6 +311,6 @@ class Scheduler:
         if due < now:  # fell behind (a slow probe or an overloaded loop): do not burst
             due = now
         slot.due = due
-        heapq.heappush(self._heap, (due, next(self._order), slot))
+        self._push(slot)
         if due < self._timer_at and not self._waking:
             self._arm()

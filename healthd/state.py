@@ -8,6 +8,7 @@ changed, so the shell can log it, count it and poke the reconciler.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -77,7 +78,12 @@ class HealthBook:
     probes: dict[ProbeKey, list[Subscriber]] = field(default_factory=dict)
     checks_of: dict[RealServerId, list[tuple[str, ProbeKey]]] = field(default_factory=dict)
     states: dict[ProbeKey, CheckState] = field(default_factory=dict)
-    last: dict[ProbeKey, ProbeResult] = field(default_factory=dict)
+    # The latest result of each probe, kept as the latest result that said something new plus
+    # the latest duration: a probe that repeats itself (the steady state) replaces a float, not
+    # an object that would age through the garbage collector's generations.  last_result()
+    # puts them together.
+    _last: dict[ProbeKey, ProbeResult] = field(default_factory=dict)
+    _duration_s: dict[ProbeKey, float] = field(default_factory=dict)
     _status: dict[RealServerId, RealServerStatus] = field(default_factory=dict)
 
     @classmethod
@@ -108,8 +114,9 @@ class HealthBook:
         for key in book.states:
             if key in self.states:
                 book.states[key] = self.states[key]
-                if key in self.last:
-                    book.last[key] = self.last[key]
+                if key in self._last:
+                    book._last[key] = self._last[key]
+                    book._duration_s[key] = self._duration_s[key]
         for rs_id in book._status:
             book._status[rs_id] = book._compute(rs_id)
         return book
@@ -117,11 +124,24 @@ class HealthBook:
     def status(self) -> Mapping[RealServerId, RealServerStatus]:
         return self._status
 
+    def last_result(self, key: ProbeKey) -> ProbeResult | None:
+        """The latest result of this probe, None before its first one."""
+        result = self._last.get(key)
+        if result is None:
+            return None
+        duration_s = self._duration_s[key]
+        if result.duration_s == duration_s:
+            return result
+        return dataclasses.replace(result, duration_s=duration_s)
+
     def record(self, key: ProbeKey, result: ProbeResult) -> Outcome:
         before = self.states[key]
         after = health.step(before, result.ok, key.timing)
         self.states[key] = after
-        self.last[key] = result
+        last = self._last.get(key)
+        if last is None or not _same_outcome(last, result):
+            self._last[key] = result
+        self._duration_s[key] = result.duration_s
         if after.health is before.health:
             return Outcome()
         change = CheckChange(key, before.health, after.health, result)
@@ -144,7 +164,18 @@ class HealthBook:
         # The reason is the first check that holds the verdict (for DOWN: a failing one).
         for name, key in checks:
             if self.states[key].health is verdict:
-                result = self.last.get(key)
+                result = self._last.get(key)  # its detail, not its duration
                 detail = result.detail if result is not None else f"initial_state {verdict.value}"
                 return RealServerStatus(verdict, f"{name}: {detail}")
         return RealServerStatus(verdict)
+
+
+def _same_outcome(a: ProbeResult, b: ProbeResult) -> bool:
+    """Whether two results say the same but for their duration."""
+    return (
+        a.ok == b.ok
+        and a.reason is b.reason
+        and a.detail == b.detail
+        and a.http_status == b.http_status
+        and a.tls_not_after == b.tls_not_after
+    )

@@ -28,7 +28,7 @@ def build(
             desired = want.real_servers.get(rs.key) if want is not None else None
             checks = []
             for name, key in runtime.book.checks_of[rs_id]:
-                last = runtime.book.last.get(key)
+                last = runtime.book.last_result(key)
                 checks.append(
                     {
                         "name": name,

@@ -167,3 +167,26 @@ def test_desired_covers_every_configured_virtual_and_real_server() -> None:
     assert b.adopt_weight
     assert "api/b" in b.why
     assert UNKNOWN.why in b.why
+
+
+def test_a_pass_keeps_the_objects_of_what_did_not_change_and_shows_what_did() -> None:
+    # Rebuilt every reconcile pass: unchanged real servers keep their object (they do not age
+    # through the garbage collector), a changed one is the new value, never a stale one.
+    cfg = config("inhibit")
+    web_vs, api_vs = cfg.virtual_servers
+    up = RealServerStatus(Health.UP, "tcp: ok")
+    status = {("web", "a"): up, ("api", "a"): up, ("api", "b"): up}
+    first = desired(cfg, status)
+    same = desired(cfg, dict(status), previous=first)
+    assert same[web_vs.key] is first[web_vs.key]
+    assert same[api_vs.key] is first[api_vs.key]
+
+    status[("api", "b")] = RealServerStatus(Health.DOWN, "tcp: connection refused")
+    second = desired(cfg, status, previous=first)
+    assert second == desired(cfg, status)  # the same table as one built from nothing
+    assert second[web_vs.key] is first[web_vs.key]
+    api_before, api_after = first[api_vs.key].real_servers, second[api_vs.key].real_servers
+    a, b = RealServerKey("192.168.1.1", 443), RealServerKey("192.168.1.2", 443)
+    assert api_after[a] is api_before[a]
+    assert api_after[b].spec.weight == 0
+    assert "connection refused" in api_after[b].why

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Collection
 
@@ -263,3 +264,37 @@ async def test_the_snapshot_shows_the_kernel_after_the_pass_applied_changes() ->
         "192.168.1.101:80": 3,
         "192.168.1.102:80": 0,
     }
+
+
+class CopyingPort:
+    """A kernel whose every dump is new objects, as netlink's is."""
+
+    def __init__(self, inner: FakeIpvs) -> None:
+        self.inner = inner
+
+    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+        return copy.deepcopy(await self.inner.dump(keys))
+
+    async def apply(self, op: Op) -> None:
+        await self.inner.apply(op)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_snapshot_keeps_the_objects_of_what_did_not_change() -> None:
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    fake = FakeIpvs()
+    rec = Reconciler(
+        port=CopyingPort(fake), desired=lambda: policy.desired(CONFIG, status), interval_s=0.2
+    )
+    await rec.reconcile_once()
+    first = rec.observed[VS]
+    await rec.reconcile_once()
+    assert rec.observed[VS] is first  # nothing changed: last pass's objects
+    status[("web", "web-2")] = DOWN
+    await rec.reconcile_once()
+    have = rec.observed[VS].real_servers
+    assert have[RS1] is first.real_servers[RS1]
+    assert have[RS2].spec.weight == 0  # what changed is the kernel's new value
+    assert rec.observed == fake.snapshot([VS])

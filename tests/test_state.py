@@ -220,3 +220,18 @@ def test_a_probe_key_sent_to_another_process_is_hashed_there() -> None:
     )
     assert out.stdout.decode().split() == ["True", "True"], out.stderr
     assert pickle.loads(pickle.dumps(key)) == key
+
+
+def test_last_result_is_the_latest_with_its_own_duration() -> None:
+    book = HealthBook.from_config(parse(TWO_VIRTUAL_SERVERS))
+    (tcp,) = keys_of(book, TcpCheck)
+    assert book.last_result(tcp) is None
+    book.record(tcp, ProbeResult(True, Reason.OK, "connected", 0.001))
+    book.record(tcp, ProbeResult(True, Reason.OK, "connected", 0.25))
+    last = book.last_result(tcp)
+    assert last == ProbeResult(True, Reason.OK, "connected", 0.25)
+    book.record(tcp, fail("connection refused"))
+    assert book.last_result(tcp) == fail("connection refused")
+    # a reload that keeps the probe keeps its latest result
+    again = book.carry_over(parse(TWO_VIRTUAL_SERVERS))
+    assert again.last_result(tcp) == fail("connection refused")

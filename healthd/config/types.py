@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from healthd.checkspec import CheckSpec, CheckTiming, Target
 from healthd.model import (
@@ -50,17 +50,23 @@ class RealServerConfig:
     forwarding: Forwarding
     checks: tuple[CheckConfig, ...]
     notify: NotifyConfig | None = None
+    # Built once: every reconcile pass asks for them, for every real server.
+    key: RealServerKey = field(init=False, repr=False, compare=False)
+    _spec: RealServerSpec = field(init=False, repr=False, compare=False)
+    _spec_weight_0: RealServerSpec = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> RealServerKey:
-        return RealServerKey(self.address, self.port)
+    def __post_init__(self) -> None:
+        key = RealServerKey(self.address, self.port)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "_spec", RealServerSpec(key, self.forwarding, self.weight))
+        object.__setattr__(self, "_spec_weight_0", RealServerSpec(key, self.forwarding, 0))
 
     def spec(self, weight: int | None = None) -> RealServerSpec:
-        return RealServerSpec(
-            key=self.key,
-            forwarding=self.forwarding,
-            weight=self.weight if weight is None else weight,
-        )
+        if weight is None or weight == self.weight:
+            return self._spec
+        if weight == 0:
+            return self._spec_weight_0
+        return RealServerSpec(key=self.key, forwarding=self.forwarding, weight=weight)
 
 
 @dataclass(frozen=True, slots=True)
