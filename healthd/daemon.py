@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -241,23 +241,28 @@ class Daemon(Operations):
 
 
 async def open_port(config: Config, dry_run: bool) -> IpvsPort:
-    from healthd.ipvs.genl import GenlIpvs
-    from healthd.ipvs.netlink import NetlinkIpvs as Pyroute2Ipvs
-
     # pyroute2 by default; "raw": the same contract at ~1/20 of its CPU per message
-    # (docs/benchmarks.md)
-    NetlinkIpvs = GenlIpvs if config.reconcile.netlink == "raw" else Pyroute2Ipvs
+    # (docs/benchmarks.md).  Only the one in use is imported (pyroute2 alone is ~10 MB).
+    open_kernel: Callable[[], Awaitable[IpvsPort]]
+    if config.reconcile.netlink == "raw":
+        from healthd.ipvs.genl import GenlIpvs
+
+        open_kernel = GenlIpvs.open
+    else:
+        from healthd.ipvs.netlink import NetlinkIpvs
+
+        open_kernel = NetlinkIpvs.open
 
     keys = [vs.key for vs in config.virtual_servers]
     if dry_run:
         try:
-            kernel: IpvsPort | None = await NetlinkIpvs.open()
+            kernel: IpvsPort | None = await open_kernel()
         except IpvsError as exc:
             log.info("dry-run: starting from an empty table (%s)", exc)
             kernel = None
         return await DryRunIpvs.seeded_from(kernel, keys)
     try:
-        return await NetlinkIpvs.open()
+        return await open_kernel()
     except IpvsUnavailable as exc:
         raise StartupError(str(exc)) from exc
     except IpvsError as exc:

@@ -925,3 +925,23 @@ def test_protocol_on_a_fwmark_virtual_server_is_an_error() -> None:
         "test.yaml:4: virtual_servers[marked].protocol: a fwmark virtual server has no protocol "
         "(the mark selects packets)"
     ]
+
+
+def test_nothing_of_the_yaml_document_outlives_the_parse() -> None:
+    # A config of thousands of real servers is hundreds of thousands of YAML nodes: the daemon
+    # must not keep them (12 MB at 10 000 real servers when the scalar constructor cached them).
+    import gc
+
+    import yaml.nodes
+
+    lines = [
+        "virtual_servers:",
+        "  - {name: web, address: 10.0.0.1, port: 80, checks: [{type: tcp}],",
+    ]
+    lines.append("     real_servers: [")
+    lines += [f"       {{name: rs{i}, address: 192.168.1.{i}, weight: {i}}}," for i in range(1, 50)]
+    lines.append("     ]}")
+    cfg = parse_text("\n".join(lines) + "\n", "big.yaml")
+    assert len(cfg.virtual_servers[0].real_servers) == 49
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, yaml.nodes.Node)]
