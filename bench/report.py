@@ -175,6 +175,26 @@ def host_rate_table(results: Path) -> list[str]:
     return out
 
 
+def host_detect_table(results: Path) -> list[str]:
+    out = [
+        "| check | N | down p50 / p99 / max (s) | kills | back up p50 / p99 (s) | "
+        "CPU % | delay p99 (ms) | within bound |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(results.glob("host-detect-*.json")):
+        data = load(path)
+        for r in data["runs"]:
+            d, u = r["down_s"], r["up_s"]
+            unfinished = f" (+{r['unfinished']} unfinished)" if r["unfinished"] else ""
+            out.append(
+                f"| {r['check'].upper()} | {r['n']} | {fmt(d['p50'])} / {fmt(d['p99'])} / "
+                f"{fmt(d['max'])} | {d['n']}{unfinished} | {fmt(u['p50'])} / {fmt(u['p99'])} | "
+                f"{r['cpu_pct']:.0f} | {fmt(r['delay_p99_ms'])} | "
+                f"{'yes' if r['within_bound'] else 'no'} |"
+            )
+    return out
+
+
 def scrape_table(results: Path) -> list[str]:
     out = []
     for path in sorted(results.glob("host-scrape*.json")):
@@ -251,6 +271,12 @@ def render(results: Path) -> str:
         "### Checks per second on one core (host)",
         "",
         *host_rate_table(results),
+        "",
+        "### Detection and recovery (host, dry-run table)",
+        "",
+        "Bound on the host: fall x interval + timeout + 20 ms = 2.92 s.",
+        "",
+        *host_detect_table(results),
         "",
         "### /metrics scrape (host)",
         "",
