@@ -85,6 +85,7 @@ class HealthBook:
     _last: dict[ProbeKey, ProbeResult] = field(default_factory=dict)
     _duration_s: dict[ProbeKey, float] = field(default_factory=dict)
     _status: dict[RealServerId, RealServerStatus] = field(default_factory=dict)
+    version: int = 0  # counts the changes of status(): a caller can tell it is unchanged
 
     @classmethod
     def from_config(cls, config: Config) -> HealthBook:
@@ -152,6 +153,7 @@ class HealthBook:
             self._status[rs_id] = new
             if new.health is not old.health:
                 rs_changes.append(RealServerChange(rs_id, old, new))
+        self.version += 1
         return Outcome(change, tuple(rs_changes))
 
     def _compute(self, rs_id: RealServerId) -> RealServerStatus:

@@ -197,3 +197,35 @@ def test_states_of_some_real_servers_follow_the_current_config() -> None:
     # after a reload that removes b, asking for it gives nothing (the lookup follows the config)
     rt.apply_config(cfg(**{"      - {name: b, address: 192.168.1.2, weight: 1}": ""}), now=4.0)
     assert rt.states(observed, 4.0, only=[("web", "b"), ("web", "a")]) == {("web", "a"): "up"}
+
+
+def test_the_desired_table_is_rebuilt_exactly_when_something_it_depends_on_changes() -> None:
+    # Unchanged inputs give last pass's table (no rebuild per periodic pass); each kind of
+    # change shows in the next one.
+    rt = Runtime(cfg(), now=0.0)
+    feed(rt, {"192.168.1.1": True, "192.168.1.2": True})
+    a, b = RealServerKey("192.168.1.1", 80), RealServerKey("192.168.1.2", 80)
+
+    def weights(now: float) -> dict[RealServerKey, int]:
+        return {k: d.spec.weight for k, d in rt.desired(now)[VS].real_servers.items()}
+
+    first = rt.desired(now=2.0)
+    assert rt.desired(now=3.0) is first
+    assert weights(3.0) == {a: 1, b: 1}
+
+    feed(rt, {"192.168.1.2": False})  # health
+    assert weights(4.0) == {a: 1, b: 0}
+
+    rt.set_override("web", "a", Override(OverrideKind.DRAIN, "ops", expires_at=10.0))
+    assert weights(5.0) == {a: 0, b: 0}  # an override
+    assert weights(11.0) == {a: 1, b: 0}  # ... that expired by the clock alone
+
+    rt.apply_config(cfg(), now=12.0)
+    rt.apply_config(cfg(rest="", **{"weight: 1}": "weight: 4}"}), now=13.0)  # a reload
+    assert weights(14.0) == {a: 4, b: 0}
+
+    rt.apply_config(cfg(**{"- {name: b, address: 192.168.1.2, weight: 1}": ""}), now=15.0)
+    retiring = rt.desired(16.0)[VS].real_servers[b]  # removed: retiring, drained first
+    assert retiring.drain_then_delete and retiring.spec.weight == 0
+    assert rt.forget_departed({})  # it left the kernel
+    assert b not in rt.desired(17.0)[VS].real_servers
