@@ -4,7 +4,9 @@ Moves itself into a fresh network namespace (unshare), starts a tcp-sink with N 
 127.0.0.1 and ``healthd run --dry-run`` on a config with N real servers (TCP checks, interval
 1 s, all of them up), waits until every probe has run, then scrapes /metrics ``--scrapes``
 times, one after the other: wall time per scrape as the client sees it (request sent to last
-byte read), the daemon's CPU time per scrape, and the size of the answer.
+byte read, and to the response's headers), the daemon's CPU time per scrape, and the size of the
+answer.  ``--gzip`` asks for ``Accept-Encoding: gzip`` as Prometheus does (the size is then what
+went over the wire).
 
     .venv/bin/python bench/host_scrape.py --n 10000 --json out.json
 """
@@ -12,6 +14,7 @@ byte read), the daemon's CPU time per scrape, and the size of the answer.
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import subprocess
 import sys
@@ -42,12 +45,20 @@ from host_rate import BASE_PORT, enter_netns, prepare_netns
 METRICS_PORT = 9541  # below the sink's ports (10000..)
 
 
-def get(path: str) -> tuple[int, bytes]:
+def get(path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    status, body, _, _ = timed_get(path, headers or {})
+    return status, body
+
+
+def timed_get(path: str, headers: dict[str, str]) -> tuple[int, bytes, str, float]:
+    """Status, body, Content-Encoding, and the seconds until the response's headers arrived."""
     conn = http.client.HTTPConnection("127.0.0.1", METRICS_PORT, timeout=30)
     try:
-        conn.request("GET", path)
+        t0 = time.perf_counter()
+        conn.request("GET", path, headers=headers)
         response = conn.getresponse()
-        return response.status, response.read()
+        first = time.perf_counter() - t0
+        return response.status, response.read(), response.getheader("Content-Encoding", ""), first
     finally:
         conn.close()
 
@@ -63,6 +74,7 @@ def main() -> int:
         default=None,
         help="metrics.check_duration (default: healthd's default)",
     )
+    parser.add_argument("--gzip", action="store_true", help="send Accept-Encoding: gzip")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     enter_netns()
@@ -109,18 +121,24 @@ def main() -> int:
             time.sleep(5)  # every probe has run at least once (interval 1 s)
             pids = [proc.pid, *(p for p in children_of(proc.pid) if p != sink.pid)]
             walls: list[float] = []
+            firsts: list[float] = []
             cpus: list[float] = []
             size = 0
+            encoding = ""
             up = float("nan")
+            headers = {"Accept-Encoding": "gzip"} if args.gzip else {}
             for _ in range(args.scrapes):
                 cpu0 = sum(cpu_seconds(p) for p in pids)
                 t0 = time.perf_counter()
-                status, body = get("/metrics")
+                status, body, encoding, first = timed_get("/metrics", headers)
                 walls.append(time.perf_counter() - t0)
                 cpus.append(sum(cpu_seconds(p) for p in pids) - cpu0)
+                firsts.append(first)
                 assert status == 200, status
                 size = len(body)
                 time.sleep(1.0)
+            if encoding == "gzip":
+                body = gzip.decompress(body)
             for line in body.decode().splitlines():
                 if line.startswith("healthd_virtual_server_real_servers{") and 'state="up"' in line:
                     up = float(line.split()[-1])
@@ -128,8 +146,10 @@ def main() -> int:
                 "n": args.n,
                 "ready_s": ready,
                 "scrape_wall_s": summary(walls),
+                "scrape_headers_s": summary(firsts),
                 "scrape_cpu_s": summary(cpus),
                 "bytes": size,
+                "content_encoding": encoding,
                 "series": sum(
                     1 for ln in body.decode().splitlines() if ln and not ln.startswith("#")
                 ),
@@ -142,10 +162,13 @@ def main() -> int:
         finally:
             stop_process(proc)
             sink.close()
+    wall, cpu, first = result["scrape_wall_s"], result["scrape_cpu_s"], result["scrape_headers_s"]
     log(
-        f"  scrape p50 {1000 * result['scrape_wall_s']['p50']:.0f} ms, p99 "
-        f"{1000 * result['scrape_wall_s']['p99']:.0f} ms, {result['bytes']} bytes, "
-        f"{result['series']} series, RSS {result['rss_kb']} kB"
+        f"  scrape p50 {1000 * wall['p50']:.0f} ms, p99 {1000 * wall['p99']:.0f} ms "
+        f"(headers after p50 {1000 * first['p50']:.0f} ms); daemon CPU per scrape p50 "
+        f"{1000 * cpu['p50']:.0f} ms, p99 {1000 * cpu['p99']:.0f} ms; {result['bytes']} bytes"
+        f"{' ' + encoding if encoding else ''}, {result['series']} series, "
+        f"RSS {result['rss_kb']} kB"
     )
     if args.json:
         write_json(args.json, {"conditions": conditions(), **result})

@@ -58,7 +58,7 @@ def config(text: str = CONFIG) -> Config:
 
 def scrape(metrics: Metrics) -> Series:
     out: Series = {}
-    for family in text_string_to_metric_families(metrics.exposition().decode()):
+    for family in text_string_to_metric_families(b"".join(metrics.exposition()).decode()):
         for sample in family.samples:
             out[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -13,7 +14,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from healthd.metrics.text import Family, LabelBlocks, le_labels, render
+from healthd.metrics.records import Histogram
+from healthd.metrics.text import Family, label_block, le_labels, present, render
 
 NAMES = ["virtual_server", "real_server"]
 AWKWARD = ('web "blue"', "a\\b\nc")  # a quote, a backslash, a newline
@@ -42,7 +44,6 @@ def parsed(text: str) -> list[tuple[str, str, list[tuple[str, dict[str, str], fl
 
 
 def test_counter_and_gauge_lines_match_the_library_with_awkward_label_values() -> None:
-    blocks = LabelBlocks(NAMES)
     ours_counter = Family("healthd_x", "counter", "Things done\nby a real server")
     ours_gauge = Family("healthd_y_seconds", "gauge", "A time")
     lib_counter = CounterMetricFamily("healthd_x", "Things done\nby a real server", labels=NAMES)
@@ -50,9 +51,9 @@ def test_counter_and_gauge_lines_match_the_library_with_awkward_label_values() -
     values: list[float] = [0, 7, 2**40, 0.1, 1764000000.25, 1e-7, 1e22, math.inf, -math.inf]
     for i, value in enumerate(values):
         names = (AWKWARD[0], f"{AWKWARD[1]}{i}")
-        ours_counter.add(blocks(names), abs(value))
+        ours_counter.add(label_block(NAMES, names), abs(value))
         lib_counter.add_metric(list(names), abs(value))
-        ours_gauge.add(blocks(names), value)
+        ours_gauge.add(label_block(NAMES, names), value)
         lib_gauge.add_metric(list(names), value)
     ours = render([ours_counter, ours_gauge])
     assert parsed(ours) == parsed(library_text([lib_counter, lib_gauge]))
@@ -64,7 +65,7 @@ def test_counter_and_gauge_lines_match_the_library_with_awkward_label_values() -
 
 def test_nan_survives() -> None:
     family = Family("healthd_z", "gauge", "z")
-    family.add(LabelBlocks(NAMES)(("a", "b")), math.nan)
+    family.add(label_block(NAMES, ("a", "b")), math.nan)
     [(_, _, [(_, _, value)])] = parsed(render([family]))
     assert math.isnan(value)
 
@@ -74,7 +75,7 @@ def test_histogram_lines_match_the_library() -> None:
     ours = Family("healthd_d_seconds", "histogram", "Durations")
     lib = HistogramMetricFamily("healthd_d_seconds", "Durations", labels=NAMES)
     cumulative, count, total = [1, 3, 3, 8, 9], 11, 23.5
-    block = LabelBlocks(NAMES)(("v", "r"))
+    block = label_block(NAMES, ("v", "r"))
     ours.add_histogram(block, le_labels(bounds), cumulative, count, total)
     buckets = [(str(b), c) for b, c in zip(bounds, cumulative, strict=True)]
     lib.add_metric(["v", "r"], [*buckets, ("+Inf", count)], total)
@@ -87,12 +88,122 @@ def test_an_empty_family_still_has_its_header() -> None:
     )
 
 
-def test_label_blocks_are_forgotten_when_the_config_changes() -> None:
-    blocks = LabelBlocks(["virtual_server"])
-    first, second = object(), object()
-    blocks.forget_unless(first)
-    assert blocks(("web",)) == 'virtual_server="web"'
-    blocks.forget_unless(first)
-    assert len(blocks._blocks) == 1
-    blocks.forget_unless(second)
-    assert blocks._blocks == {}
+# ---- whole families at once (what the collectors use) ----------------------------------------
+
+VALUES: list[float] = [0, 7, 2**70, 0.1, -0.0, 1764000000.25, 1e22, math.inf, -math.inf, math.nan]
+
+
+def _line_by_line(name: str, kind: str, blocks: list[str], values: Sequence[float]) -> bytes:
+    family = Family(name, kind, "h")
+    family.start()
+    for block, value in zip(blocks, values, strict=True):
+        family.add(block, value)
+    return family.data()
+
+
+def _column(name: str, kind: str, blocks: list[str], values: Sequence[float]) -> bytes:
+    family = Family(name, kind, "h")
+    family.start()
+    family.column(blocks, values)
+    return family.data()
+
+
+def test_a_column_is_written_as_line_by_line_whatever_the_values() -> None:
+    blocks = [label_block(NAMES, (AWKWARD[0], f"{AWKWARD[1]}{i}")) for i in range(len(VALUES))]
+    for values in (VALUES, [1, 2, 3], [0.5, 2.0, 1e-7], [True, 1, 1.0], [2**63, 0.5]):
+        ours = _column("healthd_g", "gauge", blocks[: len(values)], values)
+        assert ours == _line_by_line("healthd_g", "gauge", blocks[: len(values)], values)
+    lib = GaugeMetricFamily("healthd_g", "h", labels=NAMES)
+    for i, value in enumerate(VALUES[:-1]):  # NaN != NaN: test_nan_survives
+        lib.add_metric([AWKWARD[0], f"{AWKWARD[1]}{i}"], value)
+    ours_text = _column("healthd_g", "gauge", blocks[:-1], VALUES[:-1]).decode()
+    assert parsed(ours_text) == parsed(library_text([lib]))
+
+
+def test_groups_match_the_library_even_with_a_nul_in_a_label_value() -> None:
+    blocks = [label_block(NAMES, ("web", "a\x00b")), label_block(NAMES, ("web", "c"))]
+    for extra in ("state", "odd\x00"):
+        pairs = [((extra, 1), ("down", 0)), ((extra, 0), ("down", 2))]
+        ours = Family("healthd_s", "gauge", "s")
+        ours.start()
+        ours.groups(blocks, "state", pairs)
+        lib = GaugeMetricFamily("healthd_s", "s", labels=[*NAMES, "state"])
+        for rs, group in zip(("a\x00b", "c"), pairs, strict=True):
+            for state, value in group:
+                lib.add_metric(["web", rs, state], value)
+        assert parsed(render([ours])) == parsed(library_text([lib]))
+
+
+def test_histograms_match_the_library_and_line_by_line() -> None:
+    bounds = (0.0005, 0.001, 2.5)
+    les = le_labels(bounds)
+    blocks = [label_block(NAMES, ("v", "r%d")), label_block(NAMES, ("v", 'x"'))]
+    for total in (23.5, math.inf, 0):
+        values = [Histogram(bounds, [1, 3, 3], 4, total), Histogram(bounds, [0, 0, 2], 2, 0.5)]
+        ours = Family("healthd_d_seconds", "histogram", "Durations")
+        ours.start()
+        ours.histograms(blocks, values, les)
+        one_by_one = Family("healthd_d_seconds", "histogram", "Durations")
+        for block, h in zip(blocks, values, strict=True):
+            one_by_one.add_histogram(block, les, h.cumulative, h.count, h.total)
+        assert ours.data() == one_by_one.data()
+        lib = HistogramMetricFamily("healthd_d_seconds", "Durations", labels=NAMES)
+        for rs, h in zip(("r%d", 'x"'), values, strict=True):
+            buckets = [(str(b), c) for b, c in zip(bounds, h.cumulative, strict=True)]
+            lib.add_metric(["v", rs], [*buckets, ("+Inf", h.count)], h.total)
+        assert parsed(render([ours])) == parsed(library_text([lib]))
+
+
+def _scrape(family: Family, blocks: list[str], values: list[float]) -> bytes:
+    family.start()
+    family.column(blocks, values)
+    return family.data()
+
+
+def test_kept_text_shows_every_change_of_value() -> None:
+    family = Family("healthd_k", "gauge", "h")
+    blocks = [label_block(NAMES, ("v", str(i))) for i in range(3)]
+    first = _scrape(family, blocks, [1, 2.5, 0.0])
+    assert _scrape(family, blocks, [1, 2.5, 0.0]) is first  # kept: the same text again
+    # changes a cache keyed on equal values would miss: one value, an int that became a float,
+    # a zero that became negative
+    for values in (
+        [1, 2.5, 3],
+        [1.0, 2.5, 3],
+        [1.0, 2.5, -0.0],
+        [1.0, 2.5, 0.0],
+        [2**70, 2.5, 0.0],
+    ):
+        again = _scrape(family, blocks, list(values))
+        assert again == _line_by_line("healthd_k", "gauge", blocks, values)
+        assert _scrape(family, blocks, list(values)) == again
+    renamed = [label_block(NAMES, ("w", str(i))) for i in range(3)]  # same values, new labels
+    assert _scrape(family, renamed, [2**70, 2.5, 0.0]).count(b'virtual_server="w"') == 3
+
+
+def test_kept_groups_show_a_changed_count() -> None:
+    family = Family("healthd_f", "counter", "f")
+    blocks = [label_block(NAMES, ("v", "a")), label_block(NAMES, ("v", "b"))]
+    zeros = (("refused", 0), ("timeout", 0))
+    for failures in ([zeros, zeros], [zeros, zeros], [zeros, (("refused", 1), ("timeout", 0))]):
+        family.start()
+        family.groups(blocks, "reason", list(failures))
+        text = family.data().decode()
+    assert 'healthd_f_total{virtual_server="v",real_server="b",reason="refused"} 1\n' in text
+    assert 'healthd_f_total{virtual_server="v",real_server="a",reason="refused"} 0\n' in text
+
+
+def test_only_families_that_do_not_change_keep_their_text() -> None:
+    family = Family("healthd_t", "gauge", "t")
+    blocks = [label_block(NAMES, ("v", "r"))]
+    for wall in (1.5, 2.5, 3.5):  # a timestamp: new every scrape
+        _scrape(family, blocks, [wall])
+    assert family._kept is None  # nothing held between scrapes
+    _scrape(family, blocks, [3.5])
+    assert family._kept is not None
+
+
+def test_present_keeps_the_series_that_have_a_value() -> None:
+    blocks = ["a", "b", "c"]
+    assert present(blocks, [1, 2, 3]) == (blocks, [1, 2, 3])
+    assert present(blocks, [None, 0, None]) == (["b"], [0])

@@ -37,7 +37,7 @@ Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def scrape(metrics: Metrics) -> Series:
     out: Series = {}
-    for family in text_string_to_metric_families(metrics.exposition().decode()):
+    for family in text_string_to_metric_families(b"".join(metrics.exposition()).decode()):
         for sample in family.samples:
             out[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return out

@@ -8,29 +8,27 @@ leaves the exposition with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 
-from healthd.checkspec import HttpCheck
-from healthd.config.types import CheckConfig, Config, VirtualServerConfig
+from healthd.config.types import Config
+from healthd.metrics.layout import Layouts, PooledId, ServerLayout
 from healthd.metrics.records import (
     CheckId,
     CheckRecord,
     Histogram,
+    RealServerHistory,
     RealServerId,
     StateTracker,
-    failure_reasons,
 )
-from healthd.metrics.text import Family, LabelBlocks, le_labels
-from healthd.model import Desired, Observed
+from healthd.metrics.text import Family, Pairs, le_labels, present
+from healthd.model import Desired, DesiredRealServer, Observed, ObservedRealServer
 from healthd.overrides import Override
 from healthd.plan import wanted_weight
 from healthd.policy import REAL_SERVER_STATES, RealServerStatus
 
-CHECK = ["virtual_server", "real_server", "check"]
-PooledId = tuple[str, str]  # (virtual server, check): a duration histogram shared by a pool
-REAL_SERVER = ["virtual_server", "real_server"]
-VIRTUAL_SERVER = ["virtual_server"]
 Clock = Callable[[], float]
 
 
@@ -54,13 +52,6 @@ class Sources:
     observed: Callable[[], Observed]
     in_flight: Callable[[], int] = _no_probes_in_flight
     overrides: Callable[[], Mapping[RealServerId, Override]] = _no_overrides
-
-
-def checks_of(config: Config) -> Iterator[tuple[CheckId, CheckConfig]]:
-    for vs in config.virtual_servers:
-        for rs in vs.real_servers:
-            for check in rs.checks:
-                yield (vs.name, rs.name, check.name), check
 
 
 class _CheckFamilies:
@@ -120,6 +111,7 @@ class ChecksCollector:
         buckets: tuple[float, ...],
         pooled: Mapping[PooledId, Histogram] | None = None,
         granularity: str = "per_real_server",
+        layouts: Layouts | None = None,
     ) -> None:
         """``granularity`` is ``metrics.check_duration``; with ``per_virtual_server`` the
         durations come from ``pooled``, by (virtual server, check)."""
@@ -129,55 +121,43 @@ class ChecksCollector:
         self._pooled = {} if pooled is None else pooled  # the live mapping, filled later
         self._granularity = granularity
         self._les = le_labels(buckets)
-        self._labels = LabelBlocks(CHECK)
-        self._pooled_labels = LabelBlocks(["virtual_server", "check"])
         self._families = _CheckFamilies()
-        self._zeros: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+        self._layouts = Layouts() if layouts is None else layouts
 
     def render(self) -> list[Family]:
-        config = self._config()
-        self._labels.forget_unless(config)
+        lay = self._layouts.checks(self._config())
         f = self._families
         for family in f.all():
-            family.start(config)
+            family.start()
         blank = CheckRecord(Histogram(self._buckets))
-        records, les = self._records, self._les
-        for check_id, check in checks_of(config):
-            b = self._labels(check_id)
-            record = records.get(check_id, blank)
-            f.attempts.add(b, record.attempts)
-            f.failures.add_group(b, "reason", self._by_reason(check, record.failures))
-            if record.duration is not None and self._granularity == "per_real_server":
-                h = record.duration
-                f.duration.add_histogram(b, les, h.cumulative, h.count, h.total)
-            f.last_attempt.add(b, record.last_attempt)
-            f.last_success.add(b, record.last_success)
-            f.consecutive.add(b, record.consecutive_failures)
-            f.interval.add_static(b, check.timing.interval_s)
-            f.timeout.add_static(b, check.timing.timeout_s)
-            if isinstance(check.spec, HttpCheck):
-                f.http_status.add(b, record.http_status)
-                if record.tls_not_after is not None:
-                    f.cert_expiry.add(b, record.tls_not_after)
-        if self._granularity == "per_virtual_server":
-            self._pooled_labels.forget_unless(config)
-            pools = dict.fromkeys((vs, check) for (vs, _, check), _ in checks_of(config))
-            for pooled_id in pools:
-                h = self._pooled.get(pooled_id) or Histogram(self._buckets)
-                b = self._pooled_labels(pooled_id)
-                f.duration.add_histogram(b, les, h.cumulative, h.count, h.total)
+        get, blocks = self._records.get, lay.blocks
+        recs = [get(check_id, blank) for check_id in lay.ids]
+        f.attempts.column(blocks, [r.attempts for r in recs])
+        failures = [
+            z if not r.failures else _by_reason(z, r.failures)
+            for z, r in zip(lay.zeros, recs, strict=True)
+        ]
+        f.failures.groups(blocks, "reason", failures)
+        if self._granularity == "per_real_server":
+            f.duration.histograms(*present(blocks, [r.duration for r in recs]), les=self._les)
+        elif self._granularity == "per_virtual_server":
+            empty = Histogram(self._buckets)
+            pooled = [self._pooled.get(pool) or empty for pool in lay.pools]
+            f.duration.histograms(lay.pool_blocks, pooled, self._les)
+        f.last_attempt.column(blocks, [r.last_attempt for r in recs])
+        f.last_success.column(blocks, [r.last_success for r in recs])
+        f.consecutive.column(blocks, [r.consecutive_failures for r in recs])
+        f.interval.column(blocks, lay.intervals)
+        f.timeout.column(blocks, lay.timeouts)
+        http = [recs[i] for i in lay.http]
+        f.http_status.column(lay.http_blocks, [r.http_status for r in http])
+        f.cert_expiry.column(*present(lay.http_blocks, [r.tls_not_after for r in http]))
         return f.all()
 
-    def _by_reason(self, check: CheckConfig, failed: dict[str, int]) -> tuple[tuple[str, int], ...]:
-        """Failures by every reason the kind of check can report (and any other that happened)."""
-        expected = failure_reasons(check.spec)
-        if not failed:
-            zeros = self._zeros.get(expected)
-            if zeros is None:
-                zeros = self._zeros[expected] = tuple((reason, 0) for reason in expected)
-            return zeros
-        counts = dict.fromkeys(expected, 0) | failed
-        return tuple(counts.items())
+
+def _by_reason(zeros: Pairs, failed: dict[str, int]) -> Pairs:
+    """Failures by every reason the kind of check can report (and any other that happened)."""
+    return tuple((dict(zeros) | failed).items())
 
 
 class _PoolFamilies:
@@ -234,65 +214,80 @@ class _PoolFamilies:
         return list(vars(self).values())
 
 
-VS_INFO = ["address", "port", "protocol", "fwmark", "scheduler", "forwarding"]
-RS_INFO = ["address", "port", "forwarding"]
-
-
 class PoolCollector:
     """Per real server and virtual server: states, their history, weights, info."""
 
-    def __init__(self, sources: Sources, tracker: StateTracker, wall: Clock, mono: Clock) -> None:
+    def __init__(
+        self,
+        sources: Sources,
+        tracker: StateTracker,
+        wall: Clock,
+        mono: Clock,
+        layouts: Layouts | None = None,
+    ) -> None:
         self._sources = sources
         self._tracker = tracker
         self._wall = wall
         self._mono = mono
-        self._rs_labels = LabelBlocks(REAL_SERVER)
-        self._rs_info = LabelBlocks([*REAL_SERVER, *RS_INFO])
-        self._vs_labels = LabelBlocks(VIRTUAL_SERVER)
-        self._vs_info = LabelBlocks([*VIRTUAL_SERVER, *VS_INFO])
         self._families = _PoolFamilies()
+        self._layouts = Layouts() if layouts is None else layouts
 
     def render(self) -> list[Family]:
         src = self._sources
         config, states = src.config(), src.states()
-        desired, observed = src.desired(), src.observed()
-        for blocks in (self._rs_labels, self._rs_info, self._vs_labels, self._vs_info):
-            blocks.forget_unless(config)
+        lay = self._layouts.servers(config)
         mono = self._mono()
         self._tracker.update(states, self._wall(), mono)  # catch overrides made meanwhile
         f = self._families
         for family in f.all():
-            family.start(config)
-        for vs in config.virtual_servers:
-            want_vs, have_vs = desired.get(vs.key), observed.get(vs.key)
-            counts = dict.fromkeys(REAL_SERVER_STATES, 0)
-            for rs in vs.real_servers:
-                rs_id = (vs.name, rs.name)
-                b = self._rs_labels(rs_id)
-                current = states.get(rs_id, "unknown")
-                counts[current] = counts.get(current, 0) + 1
-                history = self._tracker.get(rs_id)
-                done = history.transitions if history else {}
-                f.state.add_group(b, "state", _STATE_SET.get(current) or _state_set(current))
-                entered = tuple((n, done.get(n, 0)) for n in REAL_SERVER_STATES) if done else _NONE
-                f.transitions.add_group(b, "to_state", entered)
-                if history is not None:
-                    f.since.add(b, history.since_wall)
-                f.downtime.add(b, history.downtime(mono) if history else 0.0)
-                f.configured.add_static(b, rs.weight)
-                have = have_vs.real_servers.get(rs.key) if have_vs else None
-                want = want_vs.real_servers.get(rs.key) if want_vs else None
-                weight = wanted_weight(want, have.spec if have else None) if want else None
-                if weight is not None:
-                    f.desired.add(b, weight)
-                if have is not None:
-                    f.kernel.add(b, have.spec.weight)
-                info = (*rs_id, rs.address, str(rs.port), rs.forwarding.value)
-                f.rs_info.add_static(self._rs_info(info), 1)
-            vb = self._vs_labels((vs.name,))
-            f.by_state.add_group(vb, "state", tuple(counts.items()))
-            f.vs_info.add_static(self._vs_info((vs.name, *_vs_info(vs))), 1)
+            family.start()
+        blocks = lay.rs_blocks
+        current = [states.get(rs_id, "unknown") for rs_id in lay.rs_ids]
+        f.state.groups(blocks, "state", [_STATE_SET.get(c) or _state_set(c) for c in current])
+        history = list(map(self._tracker.history.get, lay.rs_ids))
+        f.transitions.groups(blocks, "to_state", [_entered(h) for h in history])
+        f.since.column(*present(blocks, [h.since_wall if h is not None else None for h in history]))
+        f.downtime.column(blocks, [h.downtime(mono) if h is not None else 0.0 for h in history])
+        f.configured.column(blocks, lay.weights)
+        wanted, in_kernel = _weights(lay, src.desired(), src.observed())
+        f.desired.column(*present(blocks, wanted))
+        f.kernel.column(*present(blocks, in_kernel))
+        f.rs_info.column(lay.rs_info_blocks, lay.rs_ones)
+        f.by_state.groups(lay.vs_blocks, "state", [_by_state(current[a:b]) for a, b in lay.spans])
+        f.vs_info.column(lay.vs_info_blocks, lay.vs_ones)
         return f.all()
+
+
+def _entered(history: RealServerHistory | None) -> Pairs:
+    done = history.transitions if history is not None else None
+    return tuple((name, done.get(name, 0)) for name in REAL_SERVER_STATES) if done else _NONE
+
+
+def _by_state(states: list[str]) -> Pairs:
+    """How many real servers are in each state (every known state, then any other seen)."""
+    counts = dict.fromkeys(REAL_SERVER_STATES, 0)
+    for state, n in Counter(states).items():
+        counts[state] = counts.get(state, 0) + n
+    return tuple(counts.items())
+
+
+def _weights(
+    lay: ServerLayout, desired: Desired, observed: Observed
+) -> tuple[list[int | None], list[int | None]]:
+    """Per real server: the weight healthd wants in the kernel, the weight in the kernel (None:
+    wants it out, is not in the kernel)."""
+    wants: list[DesiredRealServer | None] = []
+    haves: list[ObservedRealServer | None] = []
+    for vs_key, (start, end) in zip(lay.vs_keys, lay.spans, strict=True):
+        want_vs, have_vs = desired.get(vs_key), observed.get(vs_key)
+        keys = lay.rs_keys[start:end]
+        wants += map(want_vs.real_servers.get, keys) if want_vs else repeat(None, end - start)
+        haves += map(have_vs.real_servers.get, keys) if have_vs else repeat(None, end - start)
+    wanted = [
+        wanted_weight(want, have.spec if have else None) if want else None
+        for want, have in zip(wants, haves, strict=True)
+    ]
+    return wanted, [have.spec.weight if have else None for have in haves]
 
 
 def _state_set(current: str) -> tuple[tuple[str, int], ...]:
@@ -301,10 +296,3 @@ def _state_set(current: str) -> tuple[tuple[str, int], ...]:
 
 _STATE_SET = {state: _state_set(state) for state in REAL_SERVER_STATES}
 _NONE = tuple((name, 0) for name in REAL_SERVER_STATES)
-
-
-def _vs_info(vs: VirtualServerConfig) -> list[str]:
-    key = vs.key
-    forwarding = ",".join(sorted({rs.forwarding.value for rs in vs.real_servers}))
-    protocol = key.protocol.value if key.protocol else ""
-    return [key.address, str(key.port), protocol, str(key.fwmark), vs.spec.scheduler, forwarding]

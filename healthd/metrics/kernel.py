@@ -8,14 +8,14 @@ virtual or real server that is not in the kernel has no series here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import attrgetter
 
 from healthd.config.types import Config
-from healthd.metrics.text import Family, LabelBlocks
-from healthd.model import Observed, TrafficStats
-
-REAL_SERVER = ["virtual_server", "real_server"]
-VIRTUAL_SERVER = ["virtual_server"]
+from healthd.metrics.layout import Layouts
+from healthd.metrics.text import Family, present
+from healthd.model import Observed, ObservedRealServer, TrafficStats
 
 # (suffix, attribute of TrafficStats, help)
 COUNTERS = (
@@ -33,39 +33,41 @@ GAUGES = (
 
 
 class KernelCollector:
-    def __init__(self, config: Callable[[], Config], observed: Callable[[], Observed]) -> None:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        observed: Callable[[], Observed],
+        layouts: Layouts | None = None,
+    ) -> None:
         self._config = config
         self._observed = observed
-        self._vs_labels = LabelBlocks(VIRTUAL_SERVER)
-        self._rs_labels = LabelBlocks(REAL_SERVER)
         self._families = _families()
+        self._layouts = Layouts() if layouts is None else layouts
 
     def render(self) -> list[Family]:
         vs_families, rs_families, conn_families = self._families
         config, observed = self._config(), self._observed()
+        lay = self._layouts.servers(config)
         for family in (*vs_families, *rs_families, *conn_families):
-            family.start(config)
-        self._vs_labels.forget_unless(config)
-        self._rs_labels.forget_unless(config)
-        for vs in config.virtual_servers:
-            have_vs = observed.get(vs.key)
-            if have_vs is None:
-                continue
-            _add_stats(vs_families, self._vs_labels((vs.name,)), have_vs.stats)
-            for rs in vs.real_servers:
-                have = have_vs.real_servers.get(rs.key)
-                if have is None:
-                    continue
-                b = self._rs_labels((vs.name, rs.name))
-                _add_stats(rs_families, b, have.stats)
-                for family, (_, attribute, _) in zip(conn_families, GAUGES, strict=True):
-                    family.add(b, getattr(have, attribute))
+            family.start()
+        # the virtual and real servers of the config that are in the kernel, in config order
+        vss = list(map(observed.get, lay.vs_keys))
+        rss: list[ObservedRealServer | None] = []
+        for have_vs, (start, end) in zip(vss, lay.spans, strict=True):
+            keys = lay.rs_keys[start:end]
+            rss += map(have_vs.real_servers.get, keys) if have_vs else repeat(None, end - start)
+        vs_blocks, vs_seen = present(lay.vs_blocks, vss)
+        rs_blocks, rs_seen = present(lay.rs_blocks, rss)
+        _add_stats(vs_families, vs_blocks, [vs.stats for vs in vs_seen])
+        _add_stats(rs_families, rs_blocks, [rs.stats for rs in rs_seen])
+        for family, (_, attribute, _) in zip(conn_families, GAUGES, strict=True):
+            family.column(rs_blocks, list(map(attrgetter(attribute), rs_seen)))
         return [*vs_families, *rs_families, *conn_families]
 
 
-def _add_stats(families: list[Family], labels: str, stats: TrafficStats) -> None:
+def _add_stats(families: list[Family], blocks: Sequence[str], stats: list[TrafficStats]) -> None:
     for family, (_, attribute, _) in zip(families, COUNTERS, strict=True):
-        family.add(labels, getattr(stats, attribute))
+        family.column(blocks, list(map(attrgetter(attribute), stats)))
 
 
 def _families() -> tuple[list[Family], list[Family], list[Family]]:

@@ -30,16 +30,10 @@ from healthd import __version__
 from healthd.checkspec import ProbeResult
 from healthd.config.types import Config
 from healthd.ipvs.port import IpvsPort
-from healthd.metrics.collectors import (
-    ChecksCollector,
-    Clock,
-    PoolCollector,
-    PooledId,
-    Sources,
-    checks_of,
-)
+from healthd.metrics.collectors import ChecksCollector, Clock, PoolCollector, Sources
 from healthd.metrics.instrumented import NETLINK_OPERATIONS, TimedPort, watch_event_loop
 from healthd.metrics.kernel import KernelCollector
+from healthd.metrics.layout import Layouts, PooledId, checks_of
 from healthd.metrics.overrides import OverrideCollector
 from healthd.metrics.records import (
     CheckId,
@@ -49,7 +43,6 @@ from healthd.metrics.records import (
     duration_buckets,
 )
 from healthd.metrics.records import Histogram as Buckets
-from healthd.metrics.text import render
 from healthd.reconciler import PassResult
 from healthd.state import HealthBook, Subscriber
 
@@ -154,12 +147,20 @@ class Metrics:
         in_flight.set_function(lambda: float(sources.in_flight()))
 
         # The bulk (per check, per real server) is written by hand, see text.py; the rest here.
+        layouts = Layouts()  # names and label blocks of the config, built once per config
+        layouts.checks(sources.config())  # now rather than at the first scrape
+        layouts.servers(sources.config())
         self._bulk = (
             ChecksCollector(
-                sources.config, self.records, self.duration_buckets, self.pooled, self.granularity
+                sources.config,
+                self.records,
+                self.duration_buckets,
+                self.pooled,
+                self.granularity,
+                layouts,
             ),
-            PoolCollector(sources, self.tracker, wall, mono),
-            KernelCollector(sources.config, sources.observed),
+            PoolCollector(sources, self.tracker, wall, mono, layouts),
+            KernelCollector(sources.config, sources.observed, layouts),
         )
         r.register(OverrideCollector(sources.overrides))
         ProcessCollector(registry=r)
@@ -167,10 +168,13 @@ class Metrics:
         GCCollector(registry=r)
         self.observe_reload(True)  # the config that started the daemon loaded
 
-    def exposition(self) -> bytes:
-        """What /metrics answers: every family, in the Prometheus text format 0.0.4."""
-        bulk = render(family for collector in self._bulk for family in collector.render())
-        return generate_latest(self.registry) + bulk.encode()
+    def exposition(self) -> list[bytes]:
+        """What /metrics answers: every family, in the Prometheus text format 0.0.4, in pieces
+        to be sent one after the other (joined, they would be one more copy of it all)."""
+        parts = [generate_latest(self.registry)]
+        for collector in self._bulk:
+            parts += [family.data() for family in collector.render()]
+        return parts
 
     # ---- series life cycle --------------------------------------------------------------
 

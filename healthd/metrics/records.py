@@ -8,6 +8,7 @@ exists from config load and disappears when its name leaves the config.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -54,23 +55,32 @@ def duration_buckets(max_timeout_s: float) -> tuple[float, ...]:
 
 def failure_reasons(spec: CheckSpec) -> tuple[str, ...]:
     """The failure reasons a check of this kind can report (their series exist from the start)."""
-    reasons: tuple[Reason, ...]
     if isinstance(spec, TcpCheck):
+        return _reasons("tcp")
+    if isinstance(spec, HttpCheck):
+        return _reasons("http", spec.https, spec.expect_body is not None)
+    if isinstance(spec, ScriptCheck):
+        return _reasons("script")
+    raise TypeError(spec)  # pragma: no cover - CheckSpec is a closed union
+
+
+@functools.cache
+def _reasons(kind: str, https: bool = False, body: bool = False) -> tuple[str, ...]:
+    reasons: tuple[Reason, ...]
+    if kind == "tcp":
         reasons = (*_NETWORK, Reason.ERROR)
-    elif isinstance(spec, HttpCheck):
+    elif kind == "http":
         reasons = (*_NETWORK, Reason.PROTOCOL, Reason.STATUS, Reason.ERROR)
-        if spec.https:
+        if https:
             reasons += (Reason.TLS,)
-        if spec.expect_body is not None:
+        if body:
             reasons += (Reason.BODY,)
-    elif isinstance(spec, ScriptCheck):
+    else:
         reasons = (Reason.TIMEOUT, Reason.EXIT, Reason.SIGNAL, Reason.ERROR)
-    else:  # pragma: no cover - CheckSpec is a closed union
-        raise TypeError(spec)
     return tuple(r.value for r in reasons)
 
 
-@dataclass
+@dataclass(slots=True)
 class Histogram:
     """A classic histogram: cumulative counts per upper bound, then the +Inf count and sum."""
 
@@ -90,7 +100,7 @@ class Histogram:
         self.total += value
 
 
-@dataclass
+@dataclass(slots=True)
 class CheckRecord:
     """Everything the metrics know about one (virtual server, real server, check)."""
 
@@ -120,7 +130,7 @@ class CheckRecord:
             self.tls_not_after = result.tls_not_after
 
 
-@dataclass
+@dataclass(slots=True)
 class RealServerHistory:
     state: str
     since_wall: float  # Unix time the current state was entered (or first seen)
@@ -160,6 +170,10 @@ class StateTracker:
 
     def get(self, rs_id: RealServerId) -> RealServerHistory | None:
         return self._history.get(rs_id)
+
+    @property
+    def history(self) -> Mapping[RealServerId, RealServerHistory]:
+        return self._history
 
     def keep_only(self, rs_ids: Iterable[RealServerId]) -> None:
         keep = set(rs_ids)

@@ -1,0 +1,128 @@
+"""What a config fixes about the bulk series: their names, label blocks and settings, in the order
+the collectors write them.  Built once per config (a reload builds them again), so a scrape only
+reads values.  ``Layouts`` keeps the latest ones for all the collectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from healthd.checkspec import HttpCheck
+from healthd.config.types import CheckConfig, Config, VirtualServerConfig
+from healthd.metrics.records import CheckId, RealServerId, failure_reasons
+from healthd.metrics.text import Pairs, escape
+from healthd.model import RealServerKey, VirtualServerKey
+
+PooledId = tuple[str, str]  # (virtual server, check): a duration histogram shared by a pool
+
+
+def checks_of(config: Config) -> Iterator[tuple[CheckId, CheckConfig]]:
+    for vs in config.virtual_servers:
+        for rs in vs.real_servers:
+            for check in rs.checks:
+                yield (vs.name, rs.name, check.name), check
+
+
+def _label(name: str, value: str) -> str:
+    return f'{name}="{escape(value)}"'
+
+
+class ServerLayout:
+    """Virtual servers and their real servers (labels ``virtual_server``, ``real_server``)."""
+
+    def __init__(self, config: Config) -> None:
+        self.vs_keys: list[VirtualServerKey] = []
+        self.vs_blocks: list[str] = []
+        self.vs_info_blocks: list[str] = []  # with the ``VS_INFO`` labels
+        self.spans: list[tuple[int, int]] = []  # each virtual server's real servers below
+        self.rs_ids: list[RealServerId] = []
+        self.rs_keys: list[RealServerKey] = []
+        self.rs_blocks: list[str] = []
+        self.rs_info_blocks: list[str] = []  # with the ``RS_INFO`` labels
+        self.weights: list[int] = []  # configured
+        for vs in config.virtual_servers:
+            vs_block = _label("virtual_server", vs.name)
+            self.vs_keys.append(vs.key)
+            self.vs_blocks.append(vs_block)
+            info = zip(VS_INFO, _vs_info(vs), strict=True)
+            self.vs_info_blocks.append(",".join([vs_block, *(_label(n, v) for n, v in info)]))
+            start = len(self.rs_ids)
+            for rs in vs.real_servers:
+                block = f"{vs_block},{_label('real_server', rs.name)}"
+                self.rs_ids.append((vs.name, rs.name))
+                self.rs_keys.append(rs.key)
+                self.rs_blocks.append(block)
+                info = zip(RS_INFO, (rs.address, str(rs.port), rs.forwarding.value), strict=True)
+                self.rs_info_blocks.append(",".join([block, *(_label(n, v) for n, v in info)]))
+                self.weights.append(rs.weight)
+            self.spans.append((start, len(self.rs_ids)))
+        self.rs_ones = [1] * len(self.rs_ids)
+        self.vs_ones = [1] * len(self.vs_keys)
+
+
+VS_INFO = ["address", "port", "protocol", "fwmark", "scheduler", "forwarding"]
+RS_INFO = ["address", "port", "forwarding"]
+
+
+def _vs_info(vs: VirtualServerConfig) -> list[str]:
+    key = vs.key
+    forwarding = ",".join(sorted({rs.forwarding.value for rs in vs.real_servers}))
+    protocol = key.protocol.value if key.protocol else ""
+    return [key.address, str(key.port), protocol, str(key.fwmark), vs.spec.scheduler, forwarding]
+
+
+class CheckLayout:
+    """Checks (labels ``virtual_server``, ``real_server``, ``check``) and their settings."""
+
+    def __init__(self, config: Config) -> None:
+        self.ids: list[CheckId] = []
+        self.blocks: list[str] = []
+        self.zeros: list[Pairs] = []  # no failure yet, by every reason the check can report
+        self.intervals: list[float] = []
+        self.timeouts: list[float] = []
+        self.http: list[int] = []  # positions of the HTTP checks
+        zeros: dict[tuple[str, ...], Pairs] = {}
+        for vs in config.virtual_servers:
+            vs_block = _label("virtual_server", vs.name)
+            for rs in vs.real_servers:
+                rs_block = f"{vs_block},{_label('real_server', rs.name)}"
+                for check in rs.checks:
+                    if isinstance(check.spec, HttpCheck):
+                        self.http.append(len(self.ids))
+                    self.ids.append((vs.name, rs.name, check.name))
+                    self.blocks.append(f"{rs_block},{_label('check', check.name)}")
+                    reasons = failure_reasons(check.spec)
+                    none = zeros.get(reasons)
+                    if none is None:
+                        none = zeros[reasons] = tuple((reason, 0) for reason in reasons)
+                    self.zeros.append(none)
+                    self.intervals.append(check.timing.interval_s)
+                    self.timeouts.append(check.timing.timeout_s)
+        self.http_blocks = [self.blocks[i] for i in self.http]
+        self.pools: list[PooledId] = list(dict.fromkeys((vs, check) for vs, _, check in self.ids))
+        pool_labels = (
+            f"{_label('virtual_server', vs)},{_label('check', c)}" for vs, c in self.pools
+        )
+        self.pool_blocks = list(pool_labels)
+
+
+class Layouts:
+    """The layouts of the latest config asked for, shared by the collectors."""
+
+    def __init__(self) -> None:
+        self._servers: tuple[Config | None, ServerLayout | None] = (None, None)
+        self._checks: tuple[Config | None, CheckLayout | None] = (None, None)
+
+    def servers(self, config: Config) -> ServerLayout:
+        known, layout = self._servers
+        if known is not config or layout is None:
+            layout = ServerLayout(config)
+            self._servers = (config, layout)
+        return layout
+
+    def checks(self, config: Config) -> CheckLayout:
+        known, layout = self._checks
+        if known is not config or layout is None:
+            layout = CheckLayout(config)
+            self._checks = (config, layout)
+        return layout

@@ -1,0 +1,162 @@
+"""Scrape after scrape: what a scrape keeps from the one before never hides a change.
+
+Each scrape of a long-lived ``Metrics`` is compared with what collectors built afresh write for
+the same state (records, state history, snapshots), and the changed values are read back.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from healthd.checkspec import ProbeResult, Reason
+from healthd.config import Config, parse_text
+from healthd.metrics import Metrics, Sources
+from healthd.metrics.collectors import ChecksCollector, PoolCollector
+from healthd.metrics.kernel import KernelCollector
+from healthd.model import (
+    Forwarding,
+    Observed,
+    ObservedRealServer,
+    ObservedVirtualServer,
+    RealServerSpec,
+    TrafficStats,
+)
+from healthd.state import Subscriber
+
+CONFIG = """
+control: {enabled: false}
+virtual_servers:
+  - name: web
+    address: 10.0.0.1
+    port: 80
+    checks: [{type: tcp, interval: 2s}]
+    real_servers:
+      - {name: a, address: 192.168.1.1, port: 80}
+      - {name: b, address: 192.168.1.2, port: 80, weight: 3}
+  - name: api
+    fwmark: 7
+    checks: [{type: http, name: health, https: true, verify: false, path: /h}]
+    real_servers:
+      - {name: x, address: 192.168.2.1, port: 443}
+"""
+
+
+class World:
+    def __init__(self) -> None:
+        self.config = parse_text(CONFIG, "test.yaml")
+        self.states = {("web", "a"): "up", ("web", "b"): "up", ("api", "x"): "up"}
+        self.observed: Observed = _observed(self.config, connections=10)
+        self.wall, self.mono = 1_700_000_000.0, 0.0
+        self.sources = Sources(
+            config=lambda: self.config,
+            status=dict,
+            states=lambda: self.states,
+            desired=dict,
+            observed=lambda: self.observed,
+        )
+        self.metrics = Metrics(self.sources, wall=lambda: self.wall, mono=lambda: self.mono)
+        self.metrics.sync_series(self.config)
+
+    def scrape(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        text = b"".join(self.metrics.exposition())
+        assert _bulk(text) == self.fresh()  # nothing stale
+        out = {}
+        for family in text_string_to_metric_families(text.decode()):
+            for sample in family.samples:
+                out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        return out
+
+    def fresh(self) -> bytes:
+        """The bulk families written by collectors that have kept nothing."""
+        m = self.metrics
+        collectors = (
+            ChecksCollector(
+                self.sources.config, m.records, m.duration_buckets, m.pooled, m.granularity
+            ),
+            PoolCollector(self.sources, m.tracker, lambda: self.wall, lambda: self.mono),
+            KernelCollector(self.sources.config, self.sources.observed),
+        )
+        return b"".join(f.data() for c in collectors for f in c.render())
+
+    def probe(self, rs: str, ok: bool, reason: Reason = Reason.OK) -> None:
+        self.wall += 1
+        result = ProbeResult(ok, reason, "", 0.003)
+        self.metrics.observe_probe([Subscriber("web", rs, "tcp")], result)
+
+
+def _bulk(text: bytes) -> bytes:
+    """The hand-written families: everything from the first of them on."""
+    return text[text.index(b"# HELP healthd_check_attempts_total") :]
+
+
+def _observed(cfg: Config, connections: int) -> Observed:
+    web = cfg.virtual_servers[0]
+    real_servers = {
+        rs.key: ObservedRealServer(
+            RealServerSpec(rs.key, Forwarding.NAT, rs.weight),
+            stats=TrafficStats(connections, 100, 90, 6000, 50000),
+        )
+        for rs in web.real_servers
+    }
+    return {web.key: ObservedVirtualServer(web.spec, real_servers, TrafficStats(connections))}
+
+
+A = frozenset({("virtual_server", "web"), ("real_server", "a")})
+
+
+def _check(rs: str, **more: str) -> frozenset[tuple[str, str]]:
+    return frozenset(
+        {("virtual_server", "web"), ("real_server", rs), ("check", "tcp"), *more.items()}
+    )
+
+
+def test_a_failure_after_scrapes_without_change_shows() -> None:
+    world = World()
+    for _ in range(3):  # the same values three times: the text is kept
+        world.probe("a", True)
+        assert world.scrape()[("healthd_check_failures_total", _check("b", reason="refused"))] == 0
+    world.probe("b", False, Reason.REFUSED)
+    s = world.scrape()
+    assert s[("healthd_check_failures_total", _check("b", reason="refused"))] == 1
+    assert s[("healthd_check_consecutive_failures", _check("b"))] == 1
+    world.probe("b", True)
+    s = world.scrape()
+    assert s[("healthd_check_consecutive_failures", _check("b"))] == 0
+
+
+def test_kernel_counters_and_states_that_change_between_scrapes_show() -> None:
+    world = World()
+    world.scrape()
+    world.scrape()
+    world.observed = _observed(world.config, connections=11)  # the next reconcile pass
+    s = world.scrape()
+    assert s[("healthd_ipvs_real_server_connections_total", A)] == 11
+    world.states[("web", "a")] = "down"
+    world.mono += 5
+    world.scrape()
+    world.mono += 5
+    s = world.scrape()
+    assert s[("healthd_real_server_state", A | {("state", "down")})] == 1
+    assert s[("healthd_real_server_transitions_total", A | {("to_state", "down")})] == 1
+    assert s[("healthd_real_server_downtime_seconds_total", A)] == 5
+
+
+def test_a_reload_that_changes_settings_but_no_name_shows() -> None:
+    world = World()
+    world.scrape()
+    world.scrape()
+    world.config = parse_text(CONFIG.replace("interval: 2s", "interval: 3s"), "test.yaml")
+    world.metrics.sync_series(world.config)
+    s = world.scrape()
+    assert s[("healthd_check_interval_seconds", _check("a"))] == 3
+
+
+def test_a_certificate_seen_after_scrapes_without_one_shows() -> None:
+    world = World()
+    world.scrape()
+    world.scrape()
+    result = ProbeResult(True, Reason.OK, "", 0.01, http_status=200, tls_not_after=1.8e9)
+    world.metrics.observe_probe([Subscriber("api", "x", "health")], result)
+    s = world.scrape()
+    x = frozenset({("virtual_server", "api"), ("real_server", "x"), ("check", "health")})
+    assert s[("healthd_check_tls_cert_expiry_timestamp_seconds", x)] == 1.8e9
