@@ -187,6 +187,7 @@ class NetlinkIpvs:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthd-netlink")
         self._socket: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     async def open(cls) -> NetlinkIpvs:
@@ -222,18 +223,32 @@ class NetlinkIpvs:
         from pyroute2.netlink.exceptions import NetlinkError
 
         if self._socket is None:
+            # pyroute2 runs an event loop of its own on this thread: made here, so that it is
+            # closed with the socket, also when opening fails (pyroute2 leaves the one it makes
+            # open then, and its finalizer fails at exit)
+            self._loop = asyncio.new_event_loop()
             try:
-                self._socket = IPVS()
+                self._socket = IPVS(use_event_loop=self._loop)
             except NetlinkError as exc:
+                self._close_loop()
                 if exc.code in (errno.ENOENT, errno.EOPNOTSUPP):
                     raise IpvsUnavailable(UNAVAILABLE, exc.code) from exc
                 raise from_errno(exc.code, "opening the IPVS netlink socket") from exc
             except PermissionError as exc:
+                self._close_loop()
                 raise IpvsUnavailable(
                     "IPVS needs root (CAP_NET_ADMIN): run healthd as root, or with --dry-run",
                     errno.EPERM,
                 ) from exc
+            except BaseException:
+                self._close_loop()
+                raise
         return self._socket
+
+    def _close_loop(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
 
     def _disconnect(self) -> None:
         if self._socket is not None:
@@ -241,6 +256,7 @@ class NetlinkIpvs:
                 self._socket.close()
             finally:
                 self._socket = None
+                self._close_loop()
 
     def _request(self, what: str, fn: Any) -> Any:
         from pyroute2.netlink.exceptions import NetlinkError
