@@ -175,6 +175,20 @@ def host_rate_table(results: Path) -> list[str]:
     return out
 
 
+def floor_lines(results: Path) -> list[str]:
+    data = load(results / "host-floor.json")
+    if not data:
+        return []
+    per_check = [r["cpu_us_per_check"] for r in data["rounds"]]
+    sys_share = sum(r["sys_us_per_check"] for r in data["rounds"]) / sum(per_check)
+    return [
+        "",
+        f"The floor (`bench/host_floor.py`, a bare loop of a TCP probe's system calls, "
+        f"{len(per_check)} rounds): {min(per_check):.1f}-{max(per_check):.1f} µs CPU per check, "
+        f"{100 * sys_share:.0f} % of it system time.",
+    ]
+
+
 def host_detect_table(results: Path) -> list[str]:
     out = [
         "| check | N | down p50 / p99 / max (s) | kills | back up p50 / p99 (s) | "
@@ -271,6 +285,7 @@ def render(results: Path) -> str:
         "### Checks per second on one core (host)",
         "",
         *host_rate_table(results),
+        *floor_lines(results),
         "",
         "### Detection and recovery (host, dry-run table)",
         "",
