@@ -55,12 +55,11 @@ from common import (
     cpu_seconds,
     log,
     percentile,
-    raise_fd_limit,
     summary,
     write_json,
 )
 from configs import healthd_config
-from host_rate import BASE_PORT, enter_netns, prepare_netns
+from host_rate import BASE_PORT, enter_host_bench, record_delays
 
 from healthd.ipvs.port import IpvsPort
 from healthd.model import (
@@ -271,16 +270,7 @@ async def measure(conf: Path, *, n: int, args: argparse.Namespace, sink: Sink) -
     table = await open_port(cfg, dry_run=True)  # the dry-run table, as `healthd run --dry-run`
     daemon = Daemon(cfg, RecordingPort(table, recorder), dry_run=True)
     breakdown = hook_probe_results(daemon, recorder)
-    delays: list[float] = []
-    record_delay = delays.append
-    observe = daemon.scheduler._on_delay
-    assert observe is not None
-
-    def on_delay(delay: float) -> None:
-        record_delay(delay)
-        observe(delay)
-
-    daemon.scheduler._on_delay = on_delay
+    delays = record_delays(daemon)
     run = asyncio.create_task(daemon.run())
 
     async def table_at_weight() -> int:
@@ -421,13 +411,7 @@ def run_one(args: argparse.Namespace, n: int, sink_bin: Path, work: Path) -> dic
     sink = Sink(sink_bin, "127.0.0.1", BASE_PORT, n, args.check, work)
     try:
         os.sched_setaffinity(sink.pid, {args.sink_cpu})
-        loop_factory = None
-        with contextlib.suppress(ImportError):  # the daemon's own loop, if it ever picks one
-            from healthd.loop import new_event_loop
-
-            loop_factory = new_event_loop
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(measure(conf, n=n, args=args, sink=sink))
+        return asyncio.run(measure(conf, n=n, args=args, sink=sink))
     finally:
         sink.close()
 
@@ -449,16 +433,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.kills < 1:
         parser.error("--kills must be at least 1")
-    enter_netns()
-    prepare_netns()
-    raise_fd_limit()
-    os.sched_setaffinity(0, {args.cpu})
-    import logging
-
-    from healthd import logs
-
-    logs.setup("warning")
-    logging.getLogger("healthd").setLevel(logging.WARNING)
+    enter_host_bench(args.cpu)
     results: list[dict[str, Any]] = []
     out = {
         "conditions": conditions(),

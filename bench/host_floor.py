@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Sink, build_sink, conditions, log, raise_fd_limit, write_json
-from host_rate import BASE_PORT, enter_netns, prepare_netns
+from common import ROOT, Sink, build_sink, conditions, log, write_json
+from host_rate import BASE_PORT, enter_host_bench
 
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 
@@ -49,10 +49,7 @@ def main() -> int:
     parser.add_argument("--sink-cpu", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    enter_netns()
-    prepare_netns()
-    raise_fd_limit()
-    os.sched_setaffinity(0, {args.cpu})
+    enter_host_bench(args.cpu)
     rounds = []
     with tempfile.TemporaryDirectory(prefix="healthd-bench-") as tmp:
         sink = Sink(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import os
 import subprocess
@@ -65,6 +64,38 @@ def prepare_netns() -> None:
     Path("/proc/sys/net/ipv4/tcp_tw_reuse").write_text("1\n")
 
 
+def enter_host_bench(cpu: int | None = None) -> None:
+    """What every host benchmark starts with: its own network namespace with lo up, a raised fd
+    limit, this process pinned to ``cpu``, and healthd's log at warnings only."""
+    enter_netns()
+    prepare_netns()
+    raise_fd_limit()
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    import logging
+
+    from healthd import logs
+
+    logs.setup("warning")
+    logging.getLogger("healthd").setLevel(logging.WARNING)
+
+
+def record_delays(daemon: Any) -> list[float]:
+    """Every probe's schedule delay from now on, in a list (one append per probe), next to the
+    daemon's own observer of them."""
+    delays: list[float] = []
+    record = delays.append
+    observe = daemon.scheduler._on_delay
+    assert observe is not None
+
+    def on_delay(delay: float) -> None:
+        record(delay)
+        observe(delay)
+
+    daemon.scheduler._on_delay = on_delay
+    return delays
+
+
 async def measure(
     conf: Path,
     *,
@@ -81,16 +112,7 @@ async def measure(
     cfg = config.load(str(conf))
     port = await open_port(cfg, dry_run=True)
     daemon = Daemon(cfg, port, dry_run=True)
-    delays: list[float] = []
-    record = delays.append
-    observe = daemon.scheduler._on_delay
-    assert observe is not None
-
-    def on_delay(delay: float) -> None:
-        record(delay)
-        observe(delay)
-
-    daemon.scheduler._on_delay = on_delay
+    delays = record_delays(daemon)
     run = asyncio.create_task(daemon.run())
     # the first interval staggers the first probes; wait until every probe has run once
     deadline = time.monotonic() + 60
@@ -153,19 +175,12 @@ def run_one(args: argparse.Namespace, n: int, sink_bin: Path, work: Path) -> dic
     sink = Sink(sink_bin, "127.0.0.1", BASE_PORT, n, args.check, work)
     try:
         os.sched_setaffinity(sink.pid, {args.sink_cpu})
-        loop_factory = None
-        uvloop_used = False
-        if args.loop == "uvloop":
-            import uvloop
+        loop_factory = None  # asyncio's, as the daemon runs
+        uvloop_used = args.loop == "uvloop"
+        if uvloop_used:
+            import uvloop  # measured: no gain over asyncio here (docs/benchmarks.md)
 
             loop_factory = uvloop.new_event_loop
-            uvloop_used = True
-        elif args.loop == "default":
-            with contextlib.suppress(ImportError):
-                from healthd.loop import new_event_loop  # the daemon's own choice
-
-                loop_factory = new_event_loop
-                uvloop_used = "uvloop" in type(new_event_loop()).__module__
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             result = runner.run(
                 measure(
@@ -194,20 +209,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="probes.workers")
     parser.add_argument("--cpu", type=int, default=1, help="the CPU healthd is pinned to")
     parser.add_argument("--sink-cpu", type=int, default=0)
-    parser.add_argument("--loop", choices=["default", "asyncio", "uvloop"], default="default")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--stop-when-missed", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    enter_netns()
-    prepare_netns()
-    raise_fd_limit()
-    os.sched_setaffinity(0, {args.cpu})
-    import logging
-
-    from healthd import logs
-
-    logs.setup("warning")
-    logging.getLogger("healthd").setLevel(logging.WARNING)
+    enter_host_bench(args.cpu)
     results: list[dict[str, Any]] = []
     out = {
         "conditions": conditions(),

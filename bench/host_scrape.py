@@ -33,14 +33,13 @@ from common import (
     conditions,
     cpu_seconds,
     log,
-    raise_fd_limit,
     status_kb,
     stop_process,
     summary,
     write_json,
 )
 from configs import healthd_config
-from host_rate import BASE_PORT, enter_netns, prepare_netns
+from host_rate import BASE_PORT, enter_host_bench
 
 METRICS_PORT = 9541  # below the sink's ports (10000..)
 
@@ -77,9 +76,7 @@ def main() -> int:
     parser.add_argument("--gzip", action="store_true", help="send Accept-Encoding: gzip")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    enter_netns()
-    prepare_netns()
-    raise_fd_limit()
+    enter_host_bench()
     with tempfile.TemporaryDirectory(prefix="healthd-bench-") as tmp:
         work = Path(tmp)
         sink = Sink(
