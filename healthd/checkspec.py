@@ -40,6 +40,16 @@ class ProbeResult:
     # HTTPS: the server certificate's notAfter (Unix time), when the handshake showed one.
     tls_not_after: float | None = None
 
+    def says_the_same_as(self, other: ProbeResult) -> bool:
+        """Equal but for the duration (every other field here)."""
+        return (
+            self.ok == other.ok
+            and self.reason is other.reason
+            and self.detail == other.detail
+            and self.http_status == other.http_status
+            and self.tls_not_after == other.tls_not_after
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Target:

@@ -199,8 +199,7 @@ class Daemon(Operations):
             sum(len(vs.real_servers) for vs in self.config.virtual_servers),
             len(self.book.probes),
         )
-        settle_heap()
-        self._settle_at = self.scheduler.completed + len(self.book.probes)
+        self._settle()
         probes = asyncio.create_task(self.scheduler.run(), name="scheduler")
         reconcile = asyncio.create_task(self.reconciler.run(), name="reconciler")
         self.reconciler.poke()  # first pass now: adopt the table, create what is missing

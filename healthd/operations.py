@@ -151,14 +151,18 @@ class Operations:
         self.config = new
         self.scheduler.update(self.runtime.book.probes)
         self.metrics.sync_series(self.runtime.book)
-        settle_heap()
-        self._settle_at = self.scheduler.completed + len(self.runtime.book.probes)
+        self._settle()
         self._save_state()
         self._arm_expiry()
         self.reconciler.poke()
         message = f"reloaded {path}: {summary.describe()}"
         log.info("%s", message)
         return True, message
+
+    def _settle(self) -> None:
+        """``settle_heap`` now, and again once every probe has run (the daemon's ``_on_pass``)."""
+        settle_heap()
+        self._settle_at = self.scheduler.completed + len(self.runtime.book.probes)
 
     def _check_new_config(self, new: Config) -> list[str]:
         """What makes a valid config unusable by this running daemon."""

@@ -140,7 +140,7 @@ class HealthBook:
         after = health.step(before, result.ok, key.timing)
         self.states[key] = after
         last = self._last.get(key)
-        if last is None or not _same_outcome(last, result):
+        if last is None or not last.says_the_same_as(result):
             self._last[key] = result
         self._duration_s[key] = result.duration_s
         if after.health is before.health:
@@ -170,14 +170,3 @@ class HealthBook:
                 detail = result.detail if result is not None else f"initial_state {verdict.value}"
                 return RealServerStatus(verdict, f"{name}: {detail}")
         return RealServerStatus(verdict)
-
-
-def _same_outcome(a: ProbeResult, b: ProbeResult) -> bool:
-    """Whether two results say the same but for their duration."""
-    return (
-        a.ok == b.ok
-        and a.reason is b.reason
-        and a.detail == b.detail
-        and a.http_status == b.http_status
-        and a.tls_not_after == b.tls_not_after
-    )

@@ -235,3 +235,17 @@ def test_last_result_is_the_latest_with_its_own_duration() -> None:
     # a reload that keeps the probe keeps its latest result
     again = book.carry_over(parse(TWO_VIRTUAL_SERVERS))
     assert again.last_result(tcp) == fail("connection refused")
+
+
+def test_a_result_says_the_same_only_if_every_field_but_the_duration_is_equal() -> None:
+    # The book keeps a repeated result once; a field this comparison forgot would hide a change.
+    import dataclasses
+
+    base = ProbeResult(True, Reason.OK, "connected", 0.001, http_status=200, tls_not_after=1.0)
+    assert base.says_the_same_as(dataclasses.replace(base, duration_s=0.5))
+    other = {"ok": False, "reason": Reason.REFUSED, "detail": "x", "http_status": 503}
+    for f in dataclasses.fields(ProbeResult):
+        if f.name == "duration_s":
+            continue
+        changed = dataclasses.replace(base, **{f.name: other.get(f.name, 2.0)})
+        assert not base.says_the_same_as(changed), f.name

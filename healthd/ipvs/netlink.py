@@ -229,19 +229,17 @@ class NetlinkIpvs:
             self._loop = asyncio.new_event_loop()
             try:
                 self._socket = IPVS(use_event_loop=self._loop)
-            except NetlinkError as exc:
+            except BaseException as exc:
                 self._close_loop()
-                if exc.code in (errno.ENOENT, errno.EOPNOTSUPP):
-                    raise IpvsUnavailable(UNAVAILABLE, exc.code) from exc
-                raise from_errno(exc.code, "opening the IPVS netlink socket") from exc
-            except PermissionError as exc:
-                self._close_loop()
-                raise IpvsUnavailable(
-                    "IPVS needs root (CAP_NET_ADMIN): run healthd as root, or with --dry-run",
-                    errno.EPERM,
-                ) from exc
-            except BaseException:
-                self._close_loop()
+                if isinstance(exc, NetlinkError):
+                    if exc.code in (errno.ENOENT, errno.EOPNOTSUPP):
+                        raise IpvsUnavailable(UNAVAILABLE, exc.code) from exc
+                    raise from_errno(exc.code, "opening the IPVS netlink socket") from exc
+                if isinstance(exc, PermissionError):
+                    raise IpvsUnavailable(
+                        "IPVS needs root (CAP_NET_ADMIN): run healthd as root, or with --dry-run",
+                        errno.EPERM,
+                    ) from exc
                 raise
         return self._socket
 

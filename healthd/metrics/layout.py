@@ -110,19 +110,19 @@ class Layouts:
     """The layouts of the latest config asked for, shared by the collectors."""
 
     def __init__(self) -> None:
-        self._servers: tuple[Config | None, ServerLayout | None] = (None, None)
-        self._checks: tuple[Config | None, CheckLayout | None] = (None, None)
+        self._config: Config | None = None
+        self._servers: ServerLayout | None = None
+        self._checks: CheckLayout | None = None
+
+    def build(self, config: Config) -> tuple[ServerLayout, CheckLayout]:
+        """Both layouts of ``config``: built when it is not the config of the last call."""
+        if self._config is not config or self._servers is None or self._checks is None:
+            self._servers, self._checks = ServerLayout(config), CheckLayout(config)
+            self._config = config
+        return self._servers, self._checks
 
     def servers(self, config: Config) -> ServerLayout:
-        known, layout = self._servers
-        if known is not config or layout is None:
-            layout = ServerLayout(config)
-            self._servers = (config, layout)
-        return layout
+        return self.build(config)[0]
 
     def checks(self, config: Config) -> CheckLayout:
-        known, layout = self._checks
-        if known is not config or layout is None:
-            layout = CheckLayout(config)
-            self._checks = (config, layout)
-        return layout
+        return self.build(config)[1]

@@ -148,8 +148,7 @@ class Metrics:
 
         # The bulk (per check, per real server) is written by hand, see text.py; the rest here.
         layouts = Layouts()  # names and label blocks of the config, built once per config
-        layouts.checks(sources.config())  # now rather than at the first scrape
-        layouts.servers(sources.config())
+        layouts.build(sources.config())  # now rather than at the first scrape
         self._bulk = (
             ChecksCollector(
                 sources.config,
