@@ -12,6 +12,9 @@ behind healthd's back is repaired.  Applying the plan and planning again yields 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 from healthd.model import (
     AddRealServer,
     AddVirtualServer,
@@ -190,3 +193,40 @@ def _rs_order(spec: RealServerSpec) -> tuple[str, int]:
 
 def _key_order(key: RealServerKey) -> tuple[str, int]:
     return (key.address, key.port)
+
+
+def expected_after(observed: Observed, ops: Sequence[Op]) -> Observed:
+    """The table ``observed`` becomes once every op of ``ops`` was applied as asked.
+
+    What the kernel acknowledged, without reading it back: a pass whose every request succeeded
+    keeps its snapshot true (for metrics and status) at no second dump.  Counters of what was
+    edited stay as last read; what was added starts at zero, as the kernel's do.  Entries the ops
+    do not touch keep their objects.
+    """
+    table = dict(observed)
+    changed: dict[VirtualServerKey, dict[RealServerKey, ObservedRealServer]] = {}
+
+    def real_servers(key: VirtualServerKey) -> dict[RealServerKey, ObservedRealServer]:
+        if key not in changed:
+            changed[key] = dict(table[key].real_servers)
+        return changed[key]
+
+    for op in ops:
+        if isinstance(op, AddVirtualServer):
+            table[op.spec.key] = ObservedVirtualServer(op.spec, {})
+            changed[op.spec.key] = {}
+        elif isinstance(op, EditVirtualServer):
+            table[op.spec.key] = replace(table[op.spec.key], spec=op.spec)
+        elif isinstance(op, DeleteVirtualServer):
+            del table[op.key]
+            changed.pop(op.key, None)
+        elif isinstance(op, AddRealServer):
+            real_servers(op.virtual_server)[op.spec.key] = ObservedRealServer(op.spec)
+        elif isinstance(op, EditRealServer):
+            rs = real_servers(op.virtual_server)
+            rs[op.spec.key] = replace(rs[op.spec.key], spec=op.spec)
+        else:
+            del real_servers(op.virtual_server)[op.key]
+    for key, rs in changed.items():
+        table[key] = replace(table[key], real_servers=rs)
+    return table

@@ -31,7 +31,7 @@ from healthd.model import (
     Op,
     reuse_observed,
 )
-from healthd.plan import plan, plan_teardown
+from healthd.plan import expected_after, plan, plan_teardown
 
 log = logging.getLogger("healthd.reconcile")
 
@@ -59,8 +59,8 @@ class ReconcileStats:
 async def apply_idempotent(port: IpvsPort, op: Op) -> str:
     """Apply ``op``; an add that finds it there or a delete that finds it gone is success.
 
-    Returns "applied" or "already" (the kernel was already as asked).  An edit of a real server
-    that has vanished meanwhile becomes an add.
+    Returns "applied", "already" (the kernel was already as asked) or "added" (an edit of
+    something that had vanished meanwhile became an add).
     """
     try:
         await port.apply(op)
@@ -74,10 +74,10 @@ async def apply_idempotent(port: IpvsPort, op: Op) -> str:
             return "already"
         if isinstance(op, EditRealServer):
             await port.apply(AddRealServer(op.virtual_server, op.spec, op.reason))
-            return "applied"
+            return "added"
         if isinstance(op, EditVirtualServer):
             await port.apply(AddVirtualServer(op.spec, op.reason))
-            return "applied"
+            return "added"
         raise
 
 
@@ -168,8 +168,12 @@ class Reconciler:
         observed = reuse_observed(self.observed, observed)
         self.observed = observed
         ops = plan(desired, observed)
-        applied, failed = await self._apply_all(ops)
-        if applied:  # keep the snapshot that metrics and status read true to the kernel
+        applied, failed, as_asked = await self._apply_all(ops)
+        # keep the snapshot that metrics and status read true to the kernel: what it
+        # acknowledged when every request went as planned, else read it back
+        if as_asked:
+            self.observed = expected_after(observed, applied)
+        elif applied:
             with contextlib.suppress(IpvsError, TimeoutError, OSError):
                 async with asyncio.timeout(self._op_timeout_s):
                     after = await self._port.dump(desired.keys())
@@ -187,12 +191,16 @@ class Reconciler:
         except (IpvsError, TimeoutError, OSError) as exc:
             log.error("shutdown cleanup: reading the IPVS table failed: %s", exc)
             return PassResult(False, time.monotonic() - started, error=str(exc))
-        applied, failed = await self._apply_all(plan_teardown(desired, observed))
+        applied, failed, _ = await self._apply_all(plan_teardown(desired, observed))
         return PassResult(not failed, time.monotonic() - started, applied, failed)
 
-    async def _apply_all(self, ops: list[Op]) -> tuple[tuple[Op, ...], tuple[tuple[Op, str], ...]]:
+    async def _apply_all(
+        self, ops: list[Op]
+    ) -> tuple[tuple[Op, ...], tuple[tuple[Op, str], ...], bool]:
+        """Apply ``ops`` in order: (applied, failed, whether each went exactly as asked)."""
         applied: list[Op] = []
         failed: list[tuple[Op, str]] = []
+        as_asked = True
         for op in ops:
             kind = op_kind(op)
             try:
@@ -213,10 +221,13 @@ class Reconciler:
                 )
                 continue
             applied.append(op)
+            as_asked = as_asked and outcome == "applied"
             self.stats.ops_applied[kind] = self.stats.ops_applied.get(kind, 0) + 1
-            suffix = " (already so)" if outcome == "already" else ""
+            suffix = {"already": " (already so)", "added": " (it had vanished: added)"}.get(
+                outcome, ""
+            )
             log.info("%s %s%s; because: %s", self._verb, op, suffix, op.reason)
-        return tuple(applied), tuple(failed)
+        return tuple(applied), tuple(failed), as_asked and not failed
 
     def _finish(self, result: PassResult) -> PassResult:
         if result.ok:

@@ -33,7 +33,7 @@ from healthd.model import (
     VirtualServerKey,
     VirtualServerSpec,
 )
-from healthd.plan import plan, plan_teardown, wanted_weight
+from healthd.plan import expected_after, plan, plan_teardown, wanted_weight
 from healthd.policy import RealServerStatus, desired
 
 REPO = Path(__file__).resolve().parents[1]
@@ -337,7 +337,11 @@ def kernels(draw: st.DrawFn) -> list[ObservedVirtualServer]:
         specs = draw(st.lists(real_server_specs(key), max_size=5, unique_by=lambda s: s.key))
         out.append(
             ObservedVirtualServer(
-                draw(vs_specs(key)), {s.key: ObservedRealServer(s) for s in specs}
+                draw(vs_specs(key)),
+                {
+                    s.key: ObservedRealServer(s, active_connections=draw(st.sampled_from([0, 3])))
+                    for s in specs
+                },
             )
         )
     return out
@@ -381,3 +385,31 @@ def test_applying_the_plan_converges_and_leaves_foreign_virtual_servers_alone(
         for rs_key, spec in now.items():
             want_spec = vs.real_servers[rs_key].spec
             assert spec == replace(want_spec, weight=spec.weight)
+
+
+@settings(max_examples=200, deadline=None)
+@given(wanted=desired_tables(), kernel=kernels())
+def test_the_table_expected_after_a_plan_is_the_one_the_kernel_holds(
+    wanted: Desired, kernel: list[ObservedVirtualServer]
+) -> None:
+    fake = FakeIpvs(kernel)
+    before = fake.snapshot()
+    ops = plan(wanted, before)
+    for op in ops:
+        fake.apply_now(op)
+    assert expected_after(before, ops) == fake.snapshot()
+
+
+def test_expected_after_keeps_the_objects_it_does_not_touch() -> None:
+    spec = VirtualServerSpec(VS, "rr")
+    before = {
+        **have(spec, rs(A), rs(B)),
+        OTHER: ObservedVirtualServer(VirtualServerSpec(OTHER), {}),
+    }
+    after = expected_after(before, [EditRealServer(VS, rs(B, weight=0))])
+    assert after[OTHER] is before[OTHER]
+    assert after[VS].real_servers[RealServerKey(A, 80)] is before[VS].real_servers[
+        RealServerKey(A, 80)
+    ]
+    assert after[VS].real_servers[RealServerKey(B, 80)].spec.weight == 0
+    assert before[VS].real_servers[RealServerKey(B, 80)].spec.weight == 1  # not mutated

@@ -16,6 +16,7 @@ from healthd.ipvs.fake import FakeIpvs
 from healthd.model import (
     AddRealServer,
     AddVirtualServer,
+    DeleteRealServer,
     EditRealServer,
     Forwarding,
     Health,
@@ -124,8 +125,6 @@ async def test_hand_edits_are_repaired_and_foreign_virtual_servers_untouched() -
     fake.apply_now(
         AddRealServer(VS, RealServerSpec(RealServerKey("192.168.1.200", 80), Forwarding.NAT, 1))
     )  # ipvsadm -a
-    from healthd.model import DeleteRealServer
-
     fake.apply_now(DeleteRealServer(VS, RS2))  # ipvsadm -d
     await rec.reconcile_once()
     have = fake.snapshot([VS])[VS].real_servers
@@ -184,11 +183,10 @@ async def test_apply_idempotent_treats_exists_and_missing_as_done() -> None:
     spec = VirtualServerSpec(VS, "rr")
     await fake.apply(AddVirtualServer(spec))
     assert await apply_idempotent(fake, AddVirtualServer(spec)) == "already"
-    from healthd.model import DeleteRealServer
-
     assert await apply_idempotent(fake, DeleteRealServer(VS, RS1)) == "already"
     # An edit of a real server that vanished meanwhile becomes an add.
-    assert await apply_idempotent(fake, EditRealServer(VS, RealServerSpec(RS1, Forwarding.NAT, 2)))
+    edit = EditRealServer(VS, RealServerSpec(RS1, Forwarding.NAT, 2))
+    assert await apply_idempotent(fake, edit) == "added"
     assert weights(fake) == {"192.168.1.101:80": 2}
     with pytest.raises(IpvsInvalid):
         await apply_idempotent(fake, AddRealServer(VS, RealServerSpec(RS2, Forwarding.NAT, -1)))
@@ -298,3 +296,55 @@ async def test_the_snapshot_keeps_the_objects_of_what_did_not_change() -> None:
     assert have[RS1] is first.real_servers[RS1]
     assert have[RS2].spec.weight == 0  # what changed is the kernel's new value
     assert rec.observed == fake.snapshot([VS])
+
+
+async def test_a_pass_whose_requests_all_went_as_asked_reads_the_kernel_once() -> None:
+    fake = FakeIpvs()
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = make(fake, status)
+    await rec.reconcile_once()  # builds the table: 3 requests
+    assert fake.dumps == 1
+    assert rec.observed == fake.snapshot([VS])
+    fake.set_connections(VS, RS2, active=4, inactive=1)
+    await rec.reconcile_once()  # nothing to change, reads the counters
+    status[("web", "web-2")] = DOWN
+    await rec.reconcile_once()  # one edit, acknowledged: no second dump
+    assert fake.dumps == 3
+    assert rec.observed == fake.snapshot([VS])
+    assert rec.observed[VS].real_servers[RS2].active_connections == 4  # as last read
+
+
+class RacingPort:
+    """A kernel that someone else edits between healthd's dump and its requests."""
+
+    def __init__(self, inner: FakeIpvs, edit: Op) -> None:
+        self.inner = inner
+        self.edit: Op | None = edit
+
+    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+        observed = await self.inner.dump(keys)
+        if self.edit is not None:
+            self.inner.apply_now(self.edit)
+            self.edit = None
+        return observed
+
+    async def apply(self, op: Op) -> None:
+        await self.inner.apply(op)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_pass_that_met_a_surprise_reads_the_kernel_back() -> None:
+    fake = FakeIpvs()
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    await make(fake, status).reconcile_once()
+    fake.apply_now(DeleteRealServer(VS, RS2))
+    # between the dump and the add, someone adds web-2 by hand with another weight
+    port = RacingPort(fake, AddRealServer(VS, RealServerSpec(RS2, Forwarding.NAT, 7)))
+    rec = Reconciler(port=port, desired=lambda: policy.desired(CONFIG, status), interval_s=0.2)
+    before = fake.dumps
+    await rec.reconcile_once()
+    assert fake.dumps == before + 2  # the add found it there: read back, not assumed
+    assert rec.observed == fake.snapshot([VS])
+    assert rec.observed[VS].real_servers[RS2].spec.weight == 7  # the next pass repairs it

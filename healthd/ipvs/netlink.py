@@ -129,15 +129,21 @@ def dest_fields(spec: RealServerSpec) -> dict[str, Any]:
     }
 
 
+def _attrs(nla: Any) -> dict[str, Any]:
+    """An attribute nest as a dict, decoded once (pyroute2's ``get`` walks and decodes the whole
+    nest on every call: ~10x the cost for a real server's twenty attributes)."""
+    return {} if nla is None else dict(nla["attrs"])
+
+
 def _stats(nla: Any) -> TrafficStats:
     if nla is None:
         return TrafficStats()
-    values = {name: int(nla.get(attr) or 0) for name, attr in _STATS_FIELDS}
-    return TrafficStats(**values)
+    values = _attrs(nla)
+    return TrafficStats(**{name: int(values.get(attr) or 0) for name, attr in _STATS_FIELDS})
 
 
 def parse_service(msg: Any) -> tuple[VirtualServerSpec, TrafficStats]:
-    svc = msg.get("IPVS_CMD_ATTR_SERVICE")
+    svc = _attrs(_attrs(msg).get("IPVS_CMD_ATTR_SERVICE"))
     family = 6 if svc.get("IPVS_SVC_ATTR_AF") == socket.AF_INET6 else 4
     fwmark = svc.get("IPVS_SVC_ATTR_FWMARK") or 0
     if fwmark:
@@ -158,7 +164,7 @@ def parse_service(msg: Any) -> tuple[VirtualServerSpec, TrafficStats]:
 
 
 def parse_dest(msg: Any) -> ObservedRealServer:
-    d = msg.get("IPVS_CMD_ATTR_DEST")
+    d = _attrs(_attrs(msg).get("IPVS_CMD_ATTR_DEST"))
     fwd = int(d.get("IPVS_DEST_ATTR_FWD_METHOD") or 0) & IP_VS_CONN_F_FWD_MASK
     spec = RealServerSpec(
         key=RealServerKey(
