@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 
@@ -149,20 +149,29 @@ class TrafficStats:
     bytes_out_per_s: int = 0
 
 
+# No traffic yet (or none through this director): one object for every such real server.
+NO_TRAFFIC = TrafficStats()
+
+
+def traffic(values: list[int]) -> TrafficStats:
+    """The stats of the counters in TrafficStats's field order; ``NO_TRAFFIC`` when all are 0."""
+    return TrafficStats(*values) if any(values) else NO_TRAFFIC
+
+
 @dataclass(frozen=True, slots=True)
 class ObservedRealServer:
     spec: RealServerSpec
     active_connections: int = 0
     inactive_connections: int = 0
     persistent_connections: int = 0
-    stats: TrafficStats = field(default_factory=TrafficStats)
+    stats: TrafficStats = NO_TRAFFIC
 
 
 @dataclass(frozen=True, slots=True)
 class ObservedVirtualServer:
     spec: VirtualServerSpec
     real_servers: Mapping[RealServerKey, ObservedRealServer]
-    stats: TrafficStats = field(default_factory=TrafficStats)
+    stats: TrafficStats = NO_TRAFFIC
 
 
 # What the kernel holds, for the virtual servers that were asked about.

@@ -9,6 +9,7 @@ changed, so the shell can log it, count it and poke the reconciler.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -75,8 +76,10 @@ class Outcome:
 
 @dataclass
 class HealthBook:
-    probes: dict[ProbeKey, list[Subscriber]] = field(default_factory=dict)
-    checks_of: dict[RealServerId, list[tuple[str, ProbeKey]]] = field(default_factory=dict)
+    # tuples, not lists: one per probe and one per real server, never appended to after
+    # from_config (a list keeps room to grow: ~40 bytes each, 0.8 MB at 10 000 real servers)
+    probes: dict[ProbeKey, tuple[Subscriber, ...]] = field(default_factory=dict)
+    checks_of: dict[RealServerId, tuple[tuple[str, ProbeKey], ...]] = field(default_factory=dict)
     states: dict[ProbeKey, CheckState] = field(default_factory=dict)
     # The latest result of each probe, kept as the latest result that said something new plus
     # the latest duration: a probe that repeats itself (the steady state) replaces a float, not
@@ -90,18 +93,21 @@ class HealthBook:
     @classmethod
     def from_config(cls, config: Config) -> HealthBook:
         book = cls()
+        probes: dict[ProbeKey, list[Subscriber]] = {}
         for vs in config.virtual_servers:
             for rs in vs.real_servers:
                 rs_id = (vs.name, rs.name)
-                book.checks_of[rs_id] = []
+                checks = []
                 for check in rs.checks:
                     key = ProbeKey(
                         check.spec, probe_target(check.spec, vs.target(rs)), check.timing
                     )
-                    book.probes.setdefault(key, []).append(Subscriber(vs.name, rs.name, check.name))
-                    book.checks_of[rs_id].append((check.name, key))
+                    probes.setdefault(key, []).append(Subscriber(vs.name, rs.name, check.name))
+                    checks.append((check.name, key))
                     book.states.setdefault(key, health.initial(check.timing))
+                book.checks_of[rs_id] = tuple(checks)
                 book._status[rs_id] = book._compute(rs_id)
+        book.probes = {key: tuple(subscribers) for key, subscribers in probes.items()}
         return book
 
     def carry_over(self, new_config: Config) -> HealthBook:
@@ -160,13 +166,19 @@ class HealthBook:
         checks = self.checks_of[rs_id]
         verdict = health.combine(self.states[key].health for _, key in checks)
         if not checks:
-            return RealServerStatus(Health.UP, "no checks (static)")
+            return _status(Health.UP, "no checks (static)")
         if verdict is Health.UNKNOWN:
-            return RealServerStatus(verdict, "no verdict yet")
+            return _status(verdict, "no verdict yet")
         # The reason is the first check that holds the verdict (for DOWN: a failing one).
         for name, key in checks:
             if self.states[key].health is verdict:
                 result = self._last.get(key)  # its detail, not its duration
                 detail = result.detail if result is not None else f"initial_state {verdict.value}"
-                return RealServerStatus(verdict, f"{name}: {detail}")
-        return RealServerStatus(verdict)
+                return _status(verdict, f"{name}: {detail}")
+        return _status(verdict, "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _status(health: Health, why: str) -> RealServerStatus:
+    """Equal statuses are one object: thousands of real servers are "up, tcp: connected"."""
+    return RealServerStatus(health, why)

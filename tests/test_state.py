@@ -177,7 +177,7 @@ def test_second_check_going_down_changes_the_check_but_not_the_real_server() -> 
 
 def test_a_real_server_without_checks_is_up() -> None:
     book = HealthBook.from_config(parse(ONE_REAL_SERVER_TWO_CHECKS))
-    assert book.checks_of[("web", "static")] == []
+    assert book.checks_of[("web", "static")] == ()
     status = book.status()[("web", "static")]
     assert status.health is Health.UP
     assert status.why
@@ -249,3 +249,30 @@ def test_a_result_says_the_same_only_if_every_field_but_the_duration_is_equal() 
             continue
         changed = dataclasses.replace(base, **{f.name: other.get(f.name, 2.0)})
         assert not base.says_the_same_as(changed), f.name
+
+
+def test_real_servers_with_the_same_verdict_and_reason_share_one_status() -> None:
+    text = """\
+virtual_servers:
+  - name: web
+    address: 10.0.0.1
+    port: 80
+    checks: [{type: tcp}]
+    real_servers:
+      - {name: a, address: 192.168.1.1}
+      - {name: b, address: 192.168.1.2}
+      - {name: c, address: 192.168.1.3}
+"""
+    book = HealthBook.from_config(parse(text))
+    for key in book.probes:
+        book.record(key, ok())
+    a, b, c = (book.status()[("web", n)] for n in "abc")
+    assert a.health is Health.UP and a.why == "tcp: connected"
+    assert a is b is c  # thousands of up real servers hold one object, not one each
+    (key_c,) = (k for k in book.probes if k.target.address == "192.168.1.3")
+    book.record(key_c, fail("connection refused"))
+    book.record(key_c, fail("connection refused"))
+    book.record(key_c, fail("connection refused"))
+    down = book.status()[("web", "c")]
+    assert down.health is Health.DOWN and down.why == "tcp: connection refused"
+    assert book.status()[("web", "a")] is a

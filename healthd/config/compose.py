@@ -13,7 +13,6 @@ tags are resolved by PyYAML's resolver, anchors and aliases work as in ``yaml.co
 
 from __future__ import annotations
 
-from sys import intern
 from typing import Any
 
 import yaml
@@ -79,6 +78,9 @@ class _Composer:
         self.events = events
         self.anchors: dict[str, Node] = {}
         self.marks: dict[int, LineMark] = {}
+        # one string per distinct short scalar (keys and common values repeat thousands of
+        # times); a table of this parse's own, not sys.intern's, which never shrinks again
+        self.strings: dict[str, str] = {}
 
     def document(self) -> Node | None:
         events = self.events
@@ -117,8 +119,8 @@ class _Composer:
         if isinstance(event, ScalarEvent):
             node = Scalar.__new__(Scalar)
             node.tag = self._tag(event.tag, ScalarNode, event.value, event.implicit)
-            # keys and common values repeat thousands of times: one string each
-            node.value = intern(event.value) if len(event.value) <= 64 else event.value
+            value = event.value
+            node.value = self.strings.setdefault(value, value) if len(value) <= 64 else value
             node.style = event.style
         elif isinstance(event, SequenceStartEvent):
             node = Sequence.__new__(Sequence)

@@ -13,6 +13,7 @@ import socket
 import struct
 
 from healthd.model import (
+    NO_TRAFFIC,
     Forwarding,
     ObservedRealServer,
     Protocol,
@@ -21,6 +22,7 @@ from healthd.model import (
     TrafficStats,
     VirtualServerKey,
     VirtualServerSpec,
+    traffic,
 )
 
 # netlink and generic netlink
@@ -223,12 +225,12 @@ def _address(buf: bytes, at: tuple[int, int] | None, af: int) -> str:
 
 def stats(buf: bytes, at: tuple[int, int] | None) -> TrafficStats:
     if at is None:
-        return TrafficStats()
+        return NO_TRAFFIC
     values = [0] * len(STATS_FIELDS)
     for kind, (start, end) in attrs(buf, at[0], at[1]).items():
         if 1 <= kind <= len(STATS_FIELDS) and end - start == 8:
             values[kind - 1] = _U64.unpack_from(buf, start)[0]
-    return TrafficStats(*values)
+    return traffic(values)
 
 
 def genl_payload(msg: bytes) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from healthd.ipvs.errors import IpvsError, IpvsTransient, IpvsUnavailable, from_errno
 from healthd.model import (
+    NO_TRAFFIC,
     AddRealServer,
     AddVirtualServer,
     DeleteRealServer,
@@ -44,6 +45,7 @@ from healthd.model import (
     TrafficStats,
     VirtualServerKey,
     VirtualServerSpec,
+    traffic,
 )
 
 T = TypeVar("T")
@@ -137,9 +139,9 @@ def _attrs(nla: Any) -> dict[str, Any]:
 
 def _stats(nla: Any) -> TrafficStats:
     if nla is None:
-        return TrafficStats()
+        return NO_TRAFFIC
     values = _attrs(nla)
-    return TrafficStats(**{name: int(values.get(attr) or 0) for name, attr in _STATS_FIELDS})
+    return traffic([int(values.get(attr) or 0) for _, attr in _STATS_FIELDS])
 
 
 def parse_service(msg: Any) -> tuple[VirtualServerSpec, TrafficStats]:
@@ -149,9 +151,11 @@ def parse_service(msg: Any) -> tuple[VirtualServerSpec, TrafficStats]:
     if fwmark:
         key = VirtualServerKey.for_fwmark(fwmark, family)
     else:
-        protocol = _PROTO_FROM_KERNEL.get(svc.get("IPVS_SVC_ATTR_PROTOCOL"), Protocol.TCP)
+        protocol = _PROTO_FROM_KERNEL.get(
+            int(svc.get("IPVS_SVC_ATTR_PROTOCOL") or 0), Protocol.TCP
+        )
         key = VirtualServerKey.for_address(
-            protocol, svc.get("IPVS_SVC_ATTR_ADDR"), svc.get("IPVS_SVC_ATTR_PORT")
+            protocol, str(svc.get("IPVS_SVC_ATTR_ADDR")), int(svc.get("IPVS_SVC_ATTR_PORT") or 0)
         )
     flags = svc.get("IPVS_SVC_ATTR_FLAGS")
     persistent = bool(flags and flags.get("flags", 0) & IP_VS_SVC_F_PERSISTENT)
