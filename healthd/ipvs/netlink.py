@@ -8,7 +8,7 @@ pyroute2 sends every request, reads every answer and maps errors; the attributes
 messages are read from their bytes by ``genl_codec``, the raw adapter's decoder (pyroute2's own
 attribute decoding costs ten times as much, and a pass dumps every real server).
 
-pyroute2 traps guarded here (see docs/ipvs-netlink.md and tests/ipvs/test_netlink_messages.py):
+pyroute2 traps guarded here (see docs/design.md and tests/ipvs/test_netlink_messages.py):
 - ``IPVSDest`` defaults to fwd_method 3 (DR) and SET_DEST replaces every attribute it receives:
   every dest we send is built complete from our own spec, never from a dump or from defaults.
 - ``IPVSService`` defaults to scheduler wlc, timeout 0 and flags 0/0xffff: every service we send
