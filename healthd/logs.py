@@ -7,6 +7,12 @@ import sys
 
 
 def setup(level: str = "info") -> None:
+    # The line has no file, line, thread or process: do not compute them for every record
+    # (the logging module's documented optimizations; a mass change logs many lines at once).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z")

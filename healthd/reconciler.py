@@ -36,6 +36,11 @@ from healthd.plan import expected_after, plan, plan_teardown
 log = logging.getLogger("healthd.reconcile")
 
 RETRY_AFTER_ERROR_S = 1.0
+# Operations logged one by one per pass; the rest are counted in one line (and logged at debug
+# level).  A mass change (a reload adding 10 000 real servers, a rack going down) is otherwise
+# thousands of lines, and their logging cost more than the kernel requests themselves; every
+# real server's own state change is logged anyway, and the event log keeps every operation.
+LOGGED_OPS_PER_PASS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +206,7 @@ class Reconciler:
         applied: list[Op] = []
         failed: list[tuple[Op, str]] = []
         as_asked = True
+        unlogged: dict[str, int] = {}
         for op in ops:
             kind = op_kind(op)
             try:
@@ -226,7 +232,20 @@ class Reconciler:
             suffix = {"already": " (already so)", "added": " (it had vanished: added)"}.get(
                 outcome, ""
             )
-            log.info("%s %s%s; because: %s", self._verb, op, suffix, op.reason)
+            if len(applied) <= LOGGED_OPS_PER_PASS:
+                log.info("%s %s%s; because: %s", self._verb, op, suffix, op.reason)
+            else:
+                unlogged[kind] = unlogged.get(kind, 0) + 1
+                log.debug("%s %s%s; because: %s", self._verb, op, suffix, op.reason)
+        if unlogged:
+            counts = ", ".join(f"{n} {kind}" for kind, n in sorted(unlogged.items()))
+            log.info(
+                "%s %d more operations in this pass, not logged one by one: %s "
+                "(each is logged at debug level, and in the event log if one is set)",
+                self._verb,
+                sum(unlogged.values()),
+                counts,
+            )
         return tuple(applied), tuple(failed), as_asked and not failed
 
     def _finish(self, result: PassResult) -> PassResult:

@@ -17,6 +17,8 @@ from healthd.model import (
     AddRealServer,
     AddVirtualServer,
     DeleteRealServer,
+    DesiredRealServer,
+    DesiredVirtualServer,
     EditRealServer,
     Forwarding,
     Health,
@@ -348,3 +350,38 @@ async def test_a_pass_that_met_a_surprise_reads_the_kernel_back() -> None:
     assert fake.dumps == before + 2  # the add found it there: read back, not assumed
     assert rec.observed == fake.snapshot([VS])
     assert rec.observed[VS].real_servers[RS2].spec.weight == 7  # the next pass repairs it
+
+
+async def test_a_mass_change_logs_the_first_operations_then_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from healthd.reconciler import LOGGED_OPS_PER_PASS
+
+    n = LOGGED_OPS_PER_PASS + 49
+    spec = VirtualServerSpec(VS, "rr")
+    real_servers = {
+        RealServerKey(f"10.1.{i // 250}.{i % 250 + 1}", 80): DesiredRealServer(
+            RealServerSpec(RealServerKey(f"10.1.{i // 250}.{i % 250 + 1}", 80), Forwarding.NAT, 1),
+            why="configured",
+        )
+        for i in range(n)
+    }
+    want = {VS: DesiredVirtualServer(spec, real_servers)}
+    fake = FakeIpvs()
+    rec = Reconciler(port=fake, desired=lambda: want, interval_s=1)
+    with caplog.at_level(logging.DEBUG, logger="healthd.reconcile"):
+        result = await rec.reconcile_once()
+    assert len(result.applied) == n + 1 and len(fake.snapshot([VS])[VS].real_servers) == n
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    one_by_one = [m for m in info if m.startswith("kernel: add ")]
+    assert len(one_by_one) == LOGGED_OPS_PER_PASS
+    assert one_by_one[0].startswith("kernel: add virtual server TCP 10.0.0.1:80")
+    rest = n + 1 - LOGGED_OPS_PER_PASS
+    summary = f"kernel: {rest} more operations in this pass, not logged one by one: "
+    assert [m for m in info if m.startswith(summary)] == [
+        summary + f"{rest} add_real_server (each is logged at debug level, and in the event log "
+        "if one is set)"
+    ]
+    assert len(debug) == n + 1 - LOGGED_OPS_PER_PASS  # every one is still there, at debug level
+    assert all(m.startswith("kernel: add real server") for m in debug)
