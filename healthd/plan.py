@@ -203,6 +203,8 @@ def expected_after(observed: Observed, ops: Sequence[Op]) -> Observed:
     edited stay as last read; what was added starts at zero, as the kernel's do.  Entries the ops
     do not touch keep their objects.
     """
+    if not ops:
+        return observed
     table = dict(observed)
     changed: dict[VirtualServerKey, dict[RealServerKey, ObservedRealServer]] = {}
 

@@ -413,3 +413,4 @@ def test_expected_after_keeps_the_objects_it_does_not_touch() -> None:
     ]
     assert after[VS].real_servers[RealServerKey(B, 80)].spec.weight == 0
     assert before[VS].real_servers[RealServerKey(B, 80)].spec.weight == 1  # not mutated
+    assert expected_after(before, []) is before
