@@ -27,15 +27,18 @@ def with_scripts_user(config: Config) -> Config:
 
     def real_server(rs: RealServerConfig) -> RealServerConfig:
         checks = tuple(check(c) for c in rs.checks)
-        same = all(new is old for new, old in zip(checks, rs.checks, strict=True))
-        return rs if same else replace(rs, checks=checks)
+        return rs if _same(checks, rs.checks) else replace(rs, checks=checks)
 
     def virtual_server(vs: VirtualServerConfig) -> VirtualServerConfig:
-        real_servers = tuple(real_server(rs) for rs in vs.real_servers)
-        same = all(new is old for new, old in zip(real_servers, vs.real_servers, strict=True))
-        return vs if same else replace(vs, real_servers=real_servers)
+        servers = tuple(real_server(rs) for rs in vs.real_servers)
+        return vs if _same(servers, vs.real_servers) else replace(vs, real_servers=servers)
 
     virtual_servers = tuple(virtual_server(vs) for vs in config.virtual_servers)
-    if all(new is old for new, old in zip(virtual_servers, config.virtual_servers, strict=True)):
+    if _same(virtual_servers, config.virtual_servers):
         return config
     return replace(config, virtual_servers=virtual_servers)
+
+
+def _same(new: tuple[object, ...], old: tuple[object, ...]) -> bool:
+    """Every item of ``new`` is the very object of ``old`` at its place."""
+    return all(a is b for a, b in zip(new, old, strict=True))

@@ -37,12 +37,10 @@ from healthd.model import (
     DeleteVirtualServer,
     EditRealServer,
     EditVirtualServer,
-    Forwarding,
     Observed,
     ObservedRealServer,
     ObservedVirtualServer,
     Op,
-    Protocol,
     RealServerSpec,
     TrafficStats,
     VirtualServerKey,
@@ -51,13 +49,6 @@ from healthd.model import (
 
 T = TypeVar("T")
 
-IP_VS_SVC_F_PERSISTENT = 0x0001
-_FWD_TO_KERNEL = {Forwarding.NAT: 0, Forwarding.TUNNEL: 2, Forwarding.DR: 3}
-_PROTO_TO_KERNEL = {
-    Protocol.TCP: socket.IPPROTO_TCP,
-    Protocol.UDP: socket.IPPROTO_UDP,
-    Protocol.SCTP: 132,
-}
 UNAVAILABLE = (
     "IPVS is not available in this kernel (the ip_vs module is not loaded and could not be "
     "loaded): load it with 'modprobe ip_vs', or run with --dry-run"
@@ -81,8 +72,8 @@ def service_fields(spec: VirtualServerSpec) -> dict[str, Any]:
         sched_name=spec.scheduler,
         timeout=spec.persistence_timeout_s,
         flags={
-            "flags": IP_VS_SVC_F_PERSISTENT if persistent else 0,
-            "mask": IP_VS_SVC_F_PERSISTENT,
+            "flags": genl_codec.IP_VS_SVC_F_PERSISTENT if persistent else 0,
+            "mask": genl_codec.IP_VS_SVC_F_PERSISTENT,
         },
         netmask=_netmask(spec.key.family),
     )
@@ -96,7 +87,7 @@ def service_key_fields(key: VirtualServerKey) -> dict[str, Any]:
     assert key.protocol is not None
     return {
         "af": family,
-        "protocol": _PROTO_TO_KERNEL[key.protocol],
+        "protocol": genl_codec.PROTO_TO_KERNEL[key.protocol],
         "addr": key.address,
         "port": key.port,
     }
@@ -107,7 +98,7 @@ def dest_fields(spec: RealServerSpec) -> dict[str, Any]:
     return {
         "addr": spec.key.address,
         "port": spec.key.port,
-        "fwd_method": _FWD_TO_KERNEL[spec.forwarding],
+        "fwd_method": genl_codec.FWD_TO_KERNEL[spec.forwarding],
         "weight": spec.weight,
         "u_thresh": spec.upper_threshold,
         "l_thresh": spec.lower_threshold,
