@@ -31,7 +31,7 @@ def healthd_config(
     rise: int = 1,
     metrics_port: int = 9540,
     max_concurrent: int = 1024,
-    workers: int | None = None,
+    workers: int | str | None = None,  # None: healthd's default (auto)
     reconcile_interval: str = "5s",
     initial_state: str = "up",
     netlink: str = "raw",

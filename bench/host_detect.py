@@ -426,7 +426,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="s after every real server is up")
     parser.add_argument("--startup-limit", type=float, default=120.0)
     parser.add_argument("--max-concurrent", type=int, default=1024)
-    parser.add_argument("--workers", type=int, default=None, help="probes.workers")
+    parser.add_argument("--workers", type=int, default=0, help="probes.workers (0: one process)")
     parser.add_argument("--cpu", type=int, default=1, help="the CPU healthd is pinned to")
     parser.add_argument("--sink-cpu", type=int, default=0)
     parser.add_argument("--json", type=Path)

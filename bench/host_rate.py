@@ -206,7 +206,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=15.0)
     parser.add_argument("--max-concurrent", type=int, default=1024)
-    parser.add_argument("--workers", type=int, default=None, help="probes.workers")
+    parser.add_argument("--workers", type=int, default=0, help="probes.workers (0: one process)")
     parser.add_argument("--cpu", type=int, default=1, help="the CPU healthd is pinned to")
     parser.add_argument("--sink-cpu", type=int, default=0)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")

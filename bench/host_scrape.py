@@ -66,7 +66,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--scrapes", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=0, help="probes.workers (0: one process)")
     parser.add_argument(
         "--check-duration",
         choices=["per_real_server", "per_virtual_server", "off"],

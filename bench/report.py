@@ -21,8 +21,10 @@ BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
 DAEMONS = {
     "keepalived": "keepalived",
     "healthd": "healthd (raw netlink)",
+    "healthd:auto": "healthd, workers auto (raw netlink)",
     "healthd:2": "healthd, 2 workers (raw netlink)",
     "healthd-pyroute2": "healthd (pyroute2, the default)",
+    "healthd-defaults": "healthd, all defaults (pyroute2, workers auto)",
 }
 BOUND_VM_S = 2 * 1.0 + 0.9 + 0.02 + 1.0  # fall x interval + timeout + 20 ms, + 1 s in the VM
 
@@ -236,7 +238,14 @@ def plot(runs: list[dict[str, Any]], path: Path) -> bool:
         print("report.py: no matplotlib, no plot", file=sys.stderr)
         return False
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    styles = {"keepalived": "o-", "healthd": "s-", "healthd:2": "^-", "healthd-pyroute2": "d-"}
+    styles = {
+        "keepalived": "o-",
+        "healthd": "s-",
+        "healthd:auto": "v-",
+        "healthd:2": "^-",
+        "healthd-pyroute2": "d-",
+        "healthd-defaults": "x-",
+    }
     for check, dash in (("tcp", ""), ("http", "--")):
         for d in DAEMONS:
             points = [

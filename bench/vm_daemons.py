@@ -69,7 +69,9 @@ class Daemon:
 
     def __init__(self, kind: str, check_type: str, n: int, work: Path, args: Any) -> None:
         self.kind = kind
-        kind, _, workers = kind.partition(":")  # "healthd:2": healthd with probes.workers 2
+        # "healthd:2": probes.workers 2, "healthd:auto": auto; "healthd" and "healthd-pyroute2"
+        # one process (workers 0, as before auto existed); "healthd-defaults": nothing set
+        kind, _, workers = kind.partition(":")
         self.log_path = work / f"{kind}{workers}-{check_type}-{n}.log"
         self.log = self.log_path.open("w")
         if kind == "keepalived":
@@ -89,12 +91,33 @@ class Daemon:
                 n=n,
                 check=check_type,
                 workdir=work,
-                workers=int(workers) if workers else args.workers,
-                netlink="pyroute2" if kind == "healthd-pyroute2" else "raw",
+                workers=self.workers(kind, workers, args),
+                netlink="raw" if kind == "healthd" else "pyroute2",
             )
             argv = [args.python, "-m", "healthd", "run", "-c", str(conf)]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    @staticmethod
+    def workers(kind: str, workers: str, args: Any) -> int | str | None:
+        if kind == "healthd-defaults":
+            return None
+        if workers:
+            return workers if workers == "auto" else int(workers)
+        return 0 if args.workers is None else args.workers
+
+    @property
+    def auto(self) -> bool:
+        """probes.workers: auto: the probes may move to workers 30 s after the start."""
+        return self.kind in ("healthd:auto", "healthd-defaults")
+
+    def moved(self) -> str | None:
+        """The line where probes.workers: auto moved the probes to workers, if it did."""
+        self.log.flush()
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return next(
+            (line for line in lines if "worker processes (probes.workers: auto" in line), None
+        )
 
     def pids(self) -> list[int]:
         return [self.proc.pid, *children_of(self.proc.pid)]
@@ -183,7 +206,12 @@ def run_case(
             log(f"  {kind} never had all {n} destinations up; measuring anyway")
         elif n <= 2000:
             check(watch, VIP, VPORT, sh("ipvsadm", "-Ln"))
-        time.sleep(args.warmup)
+        # auto: past the two 15 s windows that may move the probes, so the window is steady
+        time.sleep(
+            max(args.warmup, 45.0 - (time.monotonic() - daemon.started))
+            if daemon.auto
+            else args.warmup
+        )
         pids = daemon.pids()
         sink_cpu0 = cpu_seconds(sink.pid)
         window = CpuWindow(pids)
@@ -193,6 +221,7 @@ def run_case(
             100 * (cpu_seconds(sink.pid) - sink_cpu0) / out["window"]["wall_s"]
         )
         out["processes"] = len(pids)
+        out["moved"] = daemon.moved()
         out["rss_kb"] = sum(status_kb(p, "VmRSS") for p in daemon.pids())
         if args.profile and kind.startswith("healthd"):  # after the window: py-spy costs CPU too
             for pid in pids:
@@ -222,9 +251,10 @@ def main() -> int:
     parser.add_argument(
         "--daemons",
         nargs="+",
-        default=["keepalived", "healthd", "healthd:2", "healthd-pyroute2"],
-        help="keepalived, healthd, healthd:W (probes.workers W), healthd-pyroute2 (healthd with"
-        " reconcile.netlink: pyroute2, healthd's default; the others use raw)",
+        default=["keepalived", "healthd", "healthd:auto", "healthd:2", "healthd-defaults"],
+        help="keepalived; healthd (raw netlink, probes in one process), healthd:W (probes.workers"
+        " W: a number or auto); healthd-pyroute2 (reconcile.netlink: pyroute2, one process);"
+        " healthd-defaults (nothing set: pyroute2, workers auto)",
     )
     parser.add_argument("--checks", nargs="+", default=["tcp", "http"])
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])
@@ -233,7 +263,9 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--startup-limit", type=float, default=300.0)
     parser.add_argument("--detect-limit", type=float, default=240.0)
-    parser.add_argument("--workers", type=int, default=None, help="probes.workers for 'healthd'")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="probes.workers for 'healthd' (default 0)"
+    )
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
     parser.add_argument("--sink", type=Path, default=ROOT / "bench" / ".build" / "tcp-sink")
     parser.add_argument("--profile", help="py-spy binary: profile healthd 15 s after the window")

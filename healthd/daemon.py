@@ -78,6 +78,7 @@ class Daemon(Operations):
                 observed=lambda: self.reconciler.observed,
                 overrides=lambda: unexpired(self.runtime.overrides, time.time()),
                 in_flight=lambda: self.scheduler.in_flight,
+                probe_workers=lambda: self.scheduler.workers,
             )
         )
         self.metrics.sync_series(self.config)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from healthd.metrics import Metrics
     from healthd.reconciler import Reconciler
     from healthd.runtime import Runtime
-    from healthd.scheduler import Scheduler
+    from healthd.scheduler import ProbeRunner
 
 log = logging.getLogger("healthd")
 
@@ -31,7 +31,7 @@ class Operations:
     started_at: float
     runtime: Runtime
     reconciler: Reconciler
-    scheduler: Scheduler
+    scheduler: ProbeRunner
     metrics: Metrics
     host: Host
     _expiry: asyncio.TimerHandle | None

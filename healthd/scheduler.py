@@ -27,6 +27,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 from healthd.checkspec import CheckSpec, ProbeResult, Reason, Target, TcpCheck
 from healthd.probes import run_probe, timeout_result
@@ -38,6 +39,30 @@ log = logging.getLogger("healthd.scheduler")
 ProbeFn = Callable[[CheckSpec, Target], Awaitable[ProbeResult]]
 ResultFn = Callable[[ProbeKey, ProbeResult], None]
 DelayFn = Callable[[float], None]
+
+
+class ProbeRunner(Protocol):
+    """What the daemon uses of a scheduler: ``Scheduler``, ``workers.WorkerPool`` and
+    ``autoworkers.AutoScheduler`` are one."""
+
+    @property
+    def completed(self) -> int: ...  # probes completed since start
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def last_progress(self) -> float: ...  # time.monotonic() of the last completed probe
+
+    @property
+    def workers(self) -> int: ...  # worker processes running the probes (0: this process)
+
+    async def run(self) -> None: ...
+
+    def update(self, keys: Iterable[ProbeKey]) -> tuple[int, int]: ...
+
+    async def probe_once(self, key: ProbeKey) -> ProbeResult: ...
+
 
 MAX_STARTS_PER_WAKE = 256  # then yield to the event loop (I/O, the API) before starting more
 # ... or after this long: a slow machine starting hundreds of due probes in one go would hold up
@@ -68,6 +93,8 @@ class _Slot:
 
 
 class Scheduler:
+    workers = 0  # probes run in this process
+
     def __init__(
         self,
         probes: Iterable[ProbeKey],

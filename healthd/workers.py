@@ -32,10 +32,10 @@ import struct
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from healthd.checkspec import ProbeResult, Reason
-from healthd.scheduler import DelayFn, ResultFn, Scheduler
+from healthd.scheduler import DelayFn, ProbeRunner, ResultFn, Scheduler
 from healthd.state import ProbeKey
 
 log = logging.getLogger("healthd.workers")
@@ -89,6 +89,7 @@ class WorkerPool(Scheduler):
         self._jitter = jitter
         self._command = command or [sys.executable, "-m", "healthd.workers"]
         self._workers = [_Worker(i) for i in range(workers)]
+        self.workers = workers
         self._ids: dict[ProbeKey, int] = {}
         self._by_id: dict[int, ProbeKey] = {}
         self._owner: dict[int, _Worker] = {}
@@ -338,14 +339,19 @@ def main(argv: list[str]) -> int:
 
 
 def scheduler_for(
-    workers: int,
+    workers: int | Literal["auto"],
     probes: Iterable[ProbeKey],
     on_result: ResultFn,
     *,
     max_concurrent: int,
     on_delay: DelayFn | None = None,
-) -> Scheduler:
-    """The in-process scheduler (``workers == 0``), or a pool of that many worker processes."""
+) -> ProbeRunner:
+    """The in-process scheduler (``workers == 0``), a pool of that many worker processes, or
+    ``"auto"``: in process until the daemon gets busy (``autoworkers``)."""
+    if workers == "auto":
+        from healthd.autoworkers import AutoScheduler
+
+        return AutoScheduler(probes, on_result, max_concurrent=max_concurrent, on_delay=on_delay)
     if workers <= 0:
         return Scheduler(probes, on_result, max_concurrent=max_concurrent, on_delay=on_delay)
     return WorkerPool(

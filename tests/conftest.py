@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
+
+# tests/probing.py, shared helpers, importable as ``probing`` whatever pytest's --import-mode is
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from healthd.autoworkers import AutoScheduler
 from healthd.config import parse_text
 from healthd.daemon import Daemon
 from healthd.ipvs.errors import IpvsExists, IpvsNotFound, IpvsTransient
@@ -151,13 +152,18 @@ async def test_a_blocked_event_loop_shows_as_lag() -> None:
     assert max(lags) >= 0.29
 
 
-async def test_schedule_delay_and_in_flight_are_wired(tmp_path: Path) -> None:
+async def test_schedule_delay_in_flight_and_workers_are_wired(tmp_path: Path) -> None:
     daemon = await started_daemon(tmp_path)
-    daemon.scheduler.in_flight = 5
-    assert daemon.scheduler._on_delay is not None
-    daemon.scheduler._on_delay(0.2)
+    assert isinstance(daemon.scheduler, AutoScheduler)  # probes.workers: auto, the default
+    assert scrape(daemon.metrics)[("healthd_probe_workers", frozenset())] == 0
+    inner = daemon.scheduler._current  # the in-process scheduler
+    inner.in_flight = 5
+    assert inner._on_delay is not None
+    inner._on_delay(0.2)
+    daemon.scheduler.workers = 2  # as after a move to 2 worker processes
     s = scrape(daemon.metrics)
     assert s[("healthd_checks_in_flight", frozenset())] == 5
+    assert s[("healthd_probe_workers", frozenset())] == 2
     assert s[("healthd_check_schedule_delay_seconds_count", frozenset())] == 1
     assert s[("healthd_check_schedule_delay_seconds_bucket", frozenset({("le", "0.1")}))] == 0
 

@@ -408,9 +408,10 @@ def test_expected_after_keeps_the_objects_it_does_not_touch() -> None:
     }
     after = expected_after(before, [EditRealServer(VS, rs(B, weight=0))])
     assert after[OTHER] is before[OTHER]
-    assert after[VS].real_servers[RealServerKey(A, 80)] is before[VS].real_servers[
-        RealServerKey(A, 80)
-    ]
+    assert (
+        after[VS].real_servers[RealServerKey(A, 80)]
+        is before[VS].real_servers[RealServerKey(A, 80)]
+    )
     assert after[VS].real_servers[RealServerKey(B, 80)].spec.weight == 0
     assert before[VS].real_servers[RealServerKey(B, 80)].spec.weight == 1  # not mutated
     assert expected_after(before, []) is before

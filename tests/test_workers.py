@@ -11,24 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from probing import tcp_key, until
 
+from healthd.autoworkers import AutoScheduler
 from healthd.checkspec import CheckTiming, ProbeResult, Reason, Target, TcpCheck
 from healthd.config import ConfigError
 from healthd.config.parse import parse_text
 from healthd.scheduler import Scheduler
 from healthd.state import ProbeKey
 from healthd.workers import WorkerPool, scheduler_for
-
-
-def tcp_key(port: int, interval_s: float = 0.1) -> ProbeKey:
-    return ProbeKey(TcpCheck(), Target("127.0.0.1", port), CheckTiming(interval_s, interval_s / 2))
-
-
-async def until(predicate: object, timeout_s: float = 20.0) -> None:
-    assert callable(predicate)
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 def alive(pid: int) -> bool:
@@ -116,7 +107,9 @@ def test_scheduler_for_picks_in_process_or_workers() -> None:
     inline = scheduler_for(0, [], lambda k, r: None, max_concurrent=10)
     pool = scheduler_for(3, [], lambda k, r: None, max_concurrent=10)
     assert type(inline) is Scheduler
-    assert isinstance(pool, WorkerPool) and len(pool._workers) == 3
+    assert isinstance(pool, WorkerPool) and len(pool._workers) == 3 and pool.workers == 3
+    auto = scheduler_for("auto", [], lambda k, r: None, max_concurrent=10)
+    assert isinstance(auto, AutoScheduler) and auto.workers == 0
 
 
 CONFIG = """
@@ -133,9 +126,15 @@ virtual_servers:
 def test_probes_workers_in_the_config() -> None:
     assert parse_text(CONFIG % 2, "x.yaml").probe_workers == 2
     assert parse_text(CONFIG % 0, "x.yaml").probe_workers == 0
-    assert parse_text(CONFIG.replace("probes: {workers: %s}\n", ""), "x.yaml").probe_workers == 0
-    with pytest.raises(ConfigError, match=r"probes\.workers"):
-        parse_text(CONFIG % 65, "x.yaml")
+    assert parse_text(CONFIG % "auto", "x.yaml").probe_workers == "auto"
+    default = parse_text(CONFIG.replace("probes: {workers: %s}\n", ""), "x.yaml")
+    assert default.probe_workers == "auto"
+    expected = r"x\.yaml:2: probes\.workers: must be auto or an integer 0\.\.64"
+    for bad in ("65", "many", "-1"):
+        with pytest.raises(ConfigError, match=expected):
+            parse_text(CONFIG % bad, "x.yaml")
+    with pytest.raises(ConfigError, match=r"x\.yaml:2: probes\.workers: must be a single value"):
+        parse_text(CONFIG % "[2]", "x.yaml")
 
 
 async def test_the_daemon_runs_its_probes_in_workers(tmp_path: Path, listener: int) -> None:

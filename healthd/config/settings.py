@@ -37,8 +37,8 @@ def parse_settings(top: Layer) -> dict[str, Any]:
             value = probes["max_concurrent"].integer(1, 100_000)
             if value is not None:
                 out["max_concurrent_probes"] = value
-        if "workers" in probes:  # probe worker processes (healthd/workers.py)
-            workers = probes["workers"].integer(0, 64)
+        if "workers" in probes:  # probe worker processes (healthd/workers.py, autoworkers.py)
+            workers = probes["workers"].integer_or("auto", 0, 64)
             if workers is not None:
                 out["probe_workers"] = workers
     if "control" in top:

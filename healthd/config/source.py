@@ -185,6 +185,17 @@ class Cursor:
             return None
         return value
 
+    def integer_or(self, word: str, low: int, high: int) -> int | str | None:
+        """An integer in ``low..high``, or ``word`` (``workers: auto``)."""
+        if isinstance(self.node, ScalarNode) and self.node.value == word:
+            return word
+        value = self.scalar()
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            return value
+        if value is not None or isinstance(self.node, ScalarNode):
+            self.error(f"must be {word} or an integer {low}..{high}, not {value!r}")
+        return None
+
     def boolean(self) -> bool | None:
         value = self.scalar()
         if not isinstance(value, bool):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
 
 from healthd.checkspec import CheckSpec, CheckTiming, Target
 from healthd.model import (
@@ -142,7 +143,9 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     max_concurrent_probes: int = 1024
-    probe_workers: int = 0  # probes.workers: 0 = in the daemon's process (healthd/workers.py)
+    # probes.workers: "auto" = in the daemon's process until it is busy (healthd/autoworkers.py),
+    # 0 = always there, N = in N worker processes (healthd/workers.py)
+    probe_workers: int | Literal["auto"] = "auto"
     control: ControlConfig = ControlConfig()
     state_file: str = "/var/lib/healthd/state.json"
     scripts: ScriptsConfig = ScriptsConfig()

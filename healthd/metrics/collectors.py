@@ -32,7 +32,7 @@ from healthd.policy import REAL_SERVER_STATES, RealServerStatus
 Clock = Callable[[], float]
 
 
-def _no_probes_in_flight() -> int:
+def _zero() -> int:
     return 0
 
 
@@ -50,7 +50,8 @@ class Sources:
     states: Callable[[], Mapping[RealServerId, str]]
     desired: Callable[[], Desired]
     observed: Callable[[], Observed]
-    in_flight: Callable[[], int] = _no_probes_in_flight
+    in_flight: Callable[[], int] = _zero
+    probe_workers: Callable[[], int] = _zero  # worker processes (0: in process)
     overrides: Callable[[], Mapping[RealServerId, Override]] = _no_overrides
 
 

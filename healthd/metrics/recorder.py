@@ -145,6 +145,12 @@ class Metrics:
         )
         in_flight = Gauge("healthd_checks_in_flight", "Probes running now", registry=r)
         in_flight.set_function(lambda: float(sources.in_flight()))
+        workers = Gauge(
+            "healthd_probe_workers",
+            "Worker processes running the probes (0: the daemon's own process; probes.workers)",
+            registry=r,
+        )
+        workers.set_function(lambda: float(sources.probe_workers()))
 
         # The bulk (per check, per real server) is written by hand, see text.py; the rest here.
         layouts = Layouts()  # names and label blocks of the config, built once per config
