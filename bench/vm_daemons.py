@@ -119,6 +119,15 @@ class Daemon:
             (line for line in lines if "worker processes (probes.workers: auto" in line), None
         )
 
+    def wait_moved(self, limit_s: float) -> float | None:
+        """Seconds from the start until probes.workers: auto moved the probes (None: it did
+        not within ``limit_s`` of the start, the config did not need it)."""
+        while time.monotonic() - self.started < limit_s:
+            if self.moved():
+                return time.monotonic() - self.started
+            time.sleep(0.5)
+        return None
+
     def pids(self) -> list[int]:
         return [self.proc.pid, *children_of(self.proc.pid)]
 
@@ -206,12 +215,9 @@ def run_case(
             log(f"  {kind} never had all {n} destinations up; measuring anyway")
         elif n <= 2000:
             check(watch, VIP, VPORT, sh("ipvsadm", "-Ln"))
-        # auto: past the two 15 s windows that may move the probes, so the window is steady
-        time.sleep(
-            max(args.warmup, 45.0 - (time.monotonic() - daemon.started))
-            if daemon.auto
-            else args.warmup
-        )
+        if daemon.auto:  # past the move to workers, or the windows that would have made it
+            out["moved_after_s"] = daemon.wait_moved(args.auto_limit)
+        time.sleep(args.warmup)
         pids = daemon.pids()
         sink_cpu0 = cpu_seconds(sink.pid)
         window = CpuWindow(pids)
@@ -262,6 +268,12 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--startup-limit", type=float, default=300.0)
+    parser.add_argument(
+        "--auto-limit",
+        type=float,
+        default=75.0,
+        help="probes.workers auto: wait this long after the start for the move to workers",
+    )
     parser.add_argument("--detect-limit", type=float, default=240.0)
     parser.add_argument(
         "--workers", type=int, default=None, help="probes.workers for 'healthd' (default 0)"

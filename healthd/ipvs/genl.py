@@ -25,12 +25,6 @@ from collections.abc import Collection
 from healthd.ipvs import genl_codec as c
 from healthd.ipvs.errors import IpvsError, IpvsTransient, IpvsUnavailable, from_errno
 from healthd.model import (
-    AddRealServer,
-    AddVirtualServer,
-    DeleteRealServer,
-    DeleteVirtualServer,
-    EditRealServer,
-    EditVirtualServer,
     Observed,
     ObservedRealServer,
     ObservedVirtualServer,
@@ -111,7 +105,7 @@ class GenlIpvs:
         return observed
 
     async def apply(self, op: Op) -> None:
-        cmd, attrs = request_for(op)
+        cmd, attrs = c.request_for(op)
         await self._request(cmd, c.NLM_F_ACK, attrs, op)  # op: str() only for an error
 
     async def close(self) -> None:
@@ -215,20 +209,3 @@ async def _readable(sock: socket.socket) -> None:
 def _set_done(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def request_for(op: Op) -> tuple[int, bytes]:
-    """(command, attributes) of the request that carries out ``op``."""
-    if isinstance(op, AddVirtualServer):
-        return c.CMD_NEW_SERVICE, c.service_nest(op.spec)
-    if isinstance(op, EditVirtualServer):
-        return c.CMD_SET_SERVICE, c.service_nest(op.spec)
-    if isinstance(op, DeleteVirtualServer):
-        return c.CMD_DEL_SERVICE, c.service_nest(op.key)
-    if isinstance(op, AddRealServer):
-        return c.CMD_NEW_DEST, c.service_nest(op.virtual_server) + c.dest_nest(op.spec)
-    if isinstance(op, EditRealServer):
-        return c.CMD_SET_DEST, c.service_nest(op.virtual_server) + c.dest_nest(op.spec)
-    if isinstance(op, DeleteRealServer):
-        return c.CMD_DEL_DEST, c.service_nest(op.virtual_server) + c.dest_nest(op.key)
-    raise TypeError(f"unknown operation {op!r}")  # pragma: no cover - exhaustive

@@ -14,8 +14,15 @@ import struct
 
 from healthd.model import (
     NO_TRAFFIC,
+    AddRealServer,
+    AddVirtualServer,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    EditRealServer,
+    EditVirtualServer,
     Forwarding,
     ObservedRealServer,
+    Op,
     Protocol,
     RealServerKey,
     RealServerSpec,
@@ -309,3 +316,20 @@ def family_id(msg: bytes) -> int | None:
     top = attrs(msg, *genl_payload(msg))
     at = top.get(CTRL_ATTR_FAMILY_ID)
     return int(_U16.unpack_from(msg, at[0])[0]) if at else None
+
+
+def request_for(op: Op) -> tuple[int, bytes]:
+    """(command, attributes) of the request that carries out ``op``."""
+    if isinstance(op, AddVirtualServer):
+        return CMD_NEW_SERVICE, service_nest(op.spec)
+    if isinstance(op, EditVirtualServer):
+        return CMD_SET_SERVICE, service_nest(op.spec)
+    if isinstance(op, DeleteVirtualServer):
+        return CMD_DEL_SERVICE, service_nest(op.key)
+    if isinstance(op, AddRealServer):
+        return CMD_NEW_DEST, service_nest(op.virtual_server) + dest_nest(op.spec)
+    if isinstance(op, EditRealServer):
+        return CMD_SET_DEST, service_nest(op.virtual_server) + dest_nest(op.spec)
+    if isinstance(op, DeleteRealServer):
+        return CMD_DEL_DEST, service_nest(op.virtual_server) + dest_nest(op.key)
+    raise TypeError(f"unknown operation {op!r}")  # pragma: no cover - exhaustive

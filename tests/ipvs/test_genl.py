@@ -22,7 +22,8 @@ from pyroute2.netlink.generic import ipvs as genl_ipvs
 from healthd.ipvs import genl_codec as c
 from healthd.ipvs import netlink
 from healthd.ipvs.errors import IpvsExists, IpvsNotFound
-from healthd.ipvs.genl import GenlIpvs, request_for
+from healthd.ipvs.genl import GenlIpvs
+from healthd.ipvs.genl_codec import request_for
 from healthd.model import (
     AddRealServer,
     AddVirtualServer,

@@ -13,10 +13,9 @@ import time
 from typing import Any
 
 import pytest
-from pyroute2 import IPVSDest, IPVSService
 from pyroute2.netlink.generic import ipvs as genl_ipvs
 
-from healthd.ipvs import netlink
+from healthd.ipvs import genl_codec, netlink
 from healthd.ipvs.errors import IpvsExists, IpvsNotFound, IpvsTransient
 from healthd.model import (
     AddRealServer,
@@ -37,65 +36,59 @@ VS6 = VirtualServerKey.for_address(Protocol.TCP, "fd00::1", 80)
 RS = RealServerSpec(RealServerKey("192.168.1.101", 80), Forwarding.NAT, 0)
 
 
-def _encode_decode(cmd: int, attrs: list[tuple[str, Any]]) -> Any:
-    """Encode a generic netlink IPVS message the way pyroute2 sends it, and decode it back."""
-    msg = genl_ipvs.ipvsmsg()
-    msg["cmd"] = cmd
-    msg["version"] = 1
-    msg["attrs"] = attrs
+def _as_pyroute2_sends(msg: Any, family: int = 42, flags: int = 5, seq: int = 7) -> bytes:
+    """The bytes pyroute2 sends for ``msg``: its request fills the header in, then encodes."""
+    msg["header"]["type"] = family
+    msg["header"]["flags"] = flags
+    msg["header"]["sequence_number"] = seq
+    msg["header"]["pid"] = 1234
+    msg.reset()
     msg.encode()
-    parsed = genl_ipvs.ipvsmsg(msg.data)
+    return bytes(msg.data)
+
+
+def _read_back(data: bytes) -> Any:
+    parsed = genl_ipvs.ipvsmsg(data)
     parsed.decode()
     return parsed
 
 
+def test_a_request_is_the_codecs_payload_behind_pyroute2s_header() -> None:
+    op = EditRealServer(VS, RS)
+    cmd, attrs = genl_codec.request_for(op)
+    data = _as_pyroute2_sends(netlink.encoded_request(cmd, attrs))
+    expected = genl_codec.message(42, 5, 7, cmd, attrs)
+    assert data[:12] == expected[:12] and data[16:] == expected[16:]
+    assert struct.unpack_from("=I", data, 12)[0] == 1234  # the port id pyroute2 chose
+
+
 def test_weight_change_of_a_nat_real_server_stays_nat_on_the_wire() -> None:
-    """Trap 1: IPVSDest defaults to DR and SET_DEST replaces every attribute it receives."""
-    dest = IPVSDest(**netlink.dest_fields(RS))
-    sent = _encode_decode(genl_ipvs.IPVS_CMD_SET_DEST, [("IPVS_CMD_ATTR_DEST", dest.dump_nla())])
-    attrs = sent.get("IPVS_CMD_ATTR_DEST")
-    assert attrs.get("IPVS_DEST_ATTR_FWD_METHOD") == 0  # masquerading, not 3 (route)
-    assert attrs.get("IPVS_DEST_ATTR_WEIGHT") == 0
-    assert attrs.get("IPVS_DEST_ATTR_U_THRESH") == 0
-    assert attrs.get("IPVS_DEST_ATTR_L_THRESH") == 0
-
-
-@pytest.mark.parametrize(
-    ("forwarding", "code"),
-    [(Forwarding.NAT, 0), (Forwarding.TUNNEL, 2), (Forwarding.DR, 3)],
-    ids=["nat", "tunnel", "dr"],
-)
-def test_forwarding_method_codes(forwarding: Forwarding, code: int) -> None:
-    spec = RealServerSpec(RealServerKey("192.168.1.101", 80), forwarding, 5)
-    assert netlink.dest_fields(spec)["fwd_method"] == code
+    """SET_DEST replaces every attribute it receives: the dest we send is complete (pyroute2's
+    IPVSDest defaulted to DR)."""
+    cmd, attrs = genl_codec.request_for(EditRealServer(VS, RS))
+    sent = _read_back(_as_pyroute2_sends(netlink.encoded_request(cmd, attrs)))
+    assert sent["cmd"] == genl_ipvs.IPVS_CMD_SET_DEST
+    dest = sent.get("IPVS_CMD_ATTR_DEST")
+    assert dest.get("IPVS_DEST_ATTR_FWD_METHOD") == 0  # masquerading, not 3 (route)
+    assert dest.get("IPVS_DEST_ATTR_WEIGHT") == 0
+    assert dest.get("IPVS_DEST_ATTR_U_THRESH") == 0
+    assert dest.get("IPVS_DEST_ATTR_L_THRESH") == 0
+    service = sent.get("IPVS_CMD_ATTR_SERVICE")
+    assert service.get("IPVS_SVC_ATTR_PORT") == 80
 
 
 def test_service_requests_carry_scheduler_timeout_and_only_the_persistent_flag() -> None:
-    """Trap 3: IPVSService defaults (wlc, flags mask 0xffff) must never reach the kernel."""
+    """IPVSService's defaults (wlc, flags mask 0xffff) never reach the kernel."""
     spec = VirtualServerSpec(VS, scheduler="rr", persistence_timeout_s=300)
-    fields = netlink.service_fields(spec)
-    sent = _encode_decode(
-        genl_ipvs.IPVS_CMD_SET_SERVICE,
-        [("IPVS_CMD_ATTR_SERVICE", IPVSService(**fields).dump_nla())],
+    cmd, attrs = genl_codec.request_for(EditVirtualServer(spec))
+    svc = _read_back(_as_pyroute2_sends(netlink.encoded_request(cmd, attrs))).get(
+        "IPVS_CMD_ATTR_SERVICE"
     )
-    svc = sent.get("IPVS_CMD_ATTR_SERVICE")
     assert svc.get("IPVS_SVC_ATTR_SCHED_NAME") == "rr"
     assert svc.get("IPVS_SVC_ATTR_TIMEOUT") == 300
     flags = svc.get("IPVS_SVC_ATTR_FLAGS")
     assert (flags["flags"], flags["mask"]) == (1, 1)
-    assert svc.get("IPVS_SVC_ATTR_NETMASK") == "255.255.255.255"
     assert svc.get("IPVS_SVC_ATTR_PROTOCOL") == socket.IPPROTO_TCP
-
-
-def test_ipv6_service_netmask_is_prefix_length_128_as_the_kernel_reads_it() -> None:
-    fields = netlink.service_fields(VirtualServerSpec(VS6, scheduler="rr"))
-    raw = socket.inet_aton(fields["netmask"])
-    assert struct.unpack("=I", raw)[0] == 128  # kernel: nla_get_be32 compared as an integer
-
-
-def test_fwmark_service_key_has_no_address() -> None:
-    key = VirtualServerKey.for_fwmark(7, 6)
-    assert netlink.service_key_fields(key) == {"af": socket.AF_INET6, "fwmark": 7}
 
 
 class RecordingSocket:
@@ -117,19 +110,15 @@ class RecordingSocket:
         with self.lock:
             self.active -= 1
 
-    def service(self, verb: str, service: Any = None) -> list[Any]:
-        self._enter()
-        self.calls.append(("service", verb, dict(service or {})))
-        if self.fail_with is not None:
-            raise self.fail_with
-        return []
+    prid = 42
 
-    def dest(self, verb: str, service: Any, dest: Any = None) -> list[Any]:
+    def nlm_request(self, msg: Any, msg_type: int, msg_flags: int) -> tuple[Any, ...]:
         self._enter()
-        self.calls.append(("dest", verb, dict(dest or {})))
+        sent = _read_back(_as_pyroute2_sends(msg, msg_type, msg_flags))
+        self.calls.append((sent["cmd"], msg_flags, sent))
         if self.fail_with is not None:
             raise self.fail_with
-        return []
+        return ()
 
     def close(self) -> None:
         self.closed = True
@@ -141,8 +130,8 @@ def _adapter(sock: RecordingSocket) -> netlink.NetlinkIpvs:
     return adapter
 
 
-async def test_adapter_uses_add_set_del_verbs_never_update() -> None:
-    """Trap 2: pyroute2 maps "update" to DEL_*."""
+async def test_adapter_names_each_command_never_update() -> None:
+    """pyroute2's "update" verb was DEL_*: the adapter names the command itself."""
     sock = RecordingSocket()
     adapter = _adapter(sock)
     await adapter.apply(AddVirtualServer(VirtualServerSpec(VS, "rr")))
@@ -151,15 +140,18 @@ async def test_adapter_uses_add_set_del_verbs_never_update() -> None:
     await adapter.apply(EditRealServer(VS, RS))
     await adapter.apply(DeleteRealServer(VS, RS.key))
     await adapter.close()
-    assert [(kind, verb) for kind, verb, _ in sock.calls] == [
-        ("service", "add"),
-        ("service", "set"),
-        ("dest", "add"),
-        ("dest", "set"),
-        ("dest", "del"),
+    assert [cmd for cmd, _, _ in sock.calls] == [
+        genl_ipvs.IPVS_CMD_NEW_SERVICE,
+        genl_ipvs.IPVS_CMD_SET_SERVICE,
+        genl_ipvs.IPVS_CMD_NEW_DEST,
+        genl_ipvs.IPVS_CMD_SET_DEST,
+        genl_ipvs.IPVS_CMD_DEL_DEST,
     ]
-    edit = sock.calls[3][2]
-    assert edit["fwd_method"] == 0 and edit["weight"] == 0
+    assert all(
+        flags == genl_codec.NLM_F_REQUEST | genl_codec.NLM_F_ACK for _, flags, _ in sock.calls
+    )
+    edit = sock.calls[3][2].get("IPVS_CMD_ATTR_DEST")
+    assert edit.get("IPVS_DEST_ATTR_FWD_METHOD") == 0 and edit.get("IPVS_DEST_ATTR_WEIGHT") == 0
 
 
 async def test_adapter_keeps_one_request_in_flight() -> None:
