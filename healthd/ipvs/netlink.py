@@ -1,16 +1,18 @@
 """The kernel's IPVS table over generic netlink, through pyroute2.  The only importer of pyroute2.
 
-netlink's *service* and *dest* are healthd's virtual server and real server.  pyroute2's ``IPVS``
-socket is blocking (it runs its own event loop per call), so every call runs on one dedicated
-worker thread: that keeps the daemon's event loop free, and keeps exactly one request in flight
-on the socket (many in flight overflow its receive buffer, ACKs are dropped and it hangs).
+netlink's *service* and *dest* are healthd's virtual server and real server.  pyroute2's
+``AsyncIPVS`` socket runs on the daemon's own event loop, one request at a time (a lock; many in
+flight overflow its receive buffer, ACKs are dropped and it hangs).  It used to be the blocking
+``IPVS`` socket on a thread of its own: that thread ran pyroute2's request machinery in Python,
+and competed for the GIL with the event loop, so while the loop was busy probing a request took
+ten times as long (1 000 destinations took 58-90 s to build in the test VM, 7 s alone).
 pyroute2 owns the socket: it resolves the IPVS family, numbers, sends and reads every
 request, and maps every error.  The generic-netlink payload of each request is encoded, and the
 attributes of each dump message are decoded, by ``genl_codec``, the raw adapter's codec:
-pyroute2's own attribute encoding cost ~0.4 ms of CPU per request on a server (20x a
-hand-encoded one; building 1 000 real servers took 90 s in the test VM) and its decoding ten
-times the codec's.  ``EncodedRequest`` is the pyroute2 message that carries such a payload:
-pyroute2 fills in its header (type, flags, sequence number, port id) as for any message.
+pyroute2's own attribute encoding cost ~0.4 ms of CPU per request on a server (17-22 ms in
+the test VM; 7 ms with the codec's payload) and its decoding ten times the codec's.
+``EncodedRequest`` is the pyroute2 message that carries such a payload: pyroute2 fills in its
+header (type, flags, sequence number, port id) as for any message.
 
 pyroute2 traps that no longer apply because its IPVS field helpers are not used, kept here as
 the reason why (tests/ipvs/test_netlink_messages.py reads our requests back with pyroute2's
@@ -21,7 +23,7 @@ parser to guard the same facts):
   carries our scheduler, timeout and flags (mask: the persistent bit only).
 - the "update" verb is mapped to DEL_*: we name the command itself.
 - many requests in flight on one socket overflow its receive buffer (ACKs are dropped and it
-  hangs): one request at a time, on the adapter's thread.
+  hangs): one request at a time.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ import errno
 import functools
 import socket
 from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from healthd.ipvs import genl_codec
 from healthd.ipvs.errors import IpvsError, IpvsTransient, IpvsUnavailable, from_errno
@@ -41,13 +42,14 @@ from healthd.model import (
     ObservedRealServer,
     ObservedVirtualServer,
     Op,
+    RealServerKey,
     TrafficStats,
     VirtualServerKey,
     VirtualServerSpec,
 )
 
-T = TypeVar("T")
 _DUMP = genl_codec.NLM_F_DUMP
+DECODE_SLICE = 64  # dump messages decoded between two turns of the event loop
 
 UNAVAILABLE = (
     "IPVS is not available in this kernel (the ip_vs module is not loaded and could not be "
@@ -117,17 +119,16 @@ class NetlinkIpvs:
     """``IpvsPort`` on the kernel.  Open with ``await NetlinkIpvs.open()``."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthd-netlink")
         self._socket: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls) -> NetlinkIpvs:
         """Connect and read the table once; raises ``IpvsUnavailable`` with one clear sentence."""
         adapter = cls()
         try:
-            await adapter._call(adapter._connect)
-            await adapter._call(adapter._dump_services)
+            async with adapter._lock:
+                await adapter._send("dumping virtual servers", genl_codec.CMD_GET_SERVICE, _DUMP)
         except BaseException:
             await adapter.close()
             raise
@@ -135,34 +136,48 @@ class NetlinkIpvs:
 
     async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
         wanted = frozenset(keys)
-        observed: Observed = await self._call(lambda: self._dump_sync(wanted))
+        observed: dict[VirtualServerKey, ObservedVirtualServer] = {}
+        async with self._lock:
+            services = await self._send(
+                "dumping virtual servers", genl_codec.CMD_GET_SERVICE, _DUMP
+            )
+            for msg in services:
+                spec, stats = parse_service(msg)
+                if spec.key not in wanted:
+                    continue  # not ours: never touched, not even read further
+                real_servers: dict[RealServerKey, ObservedRealServer] = {}
+                dests = await self._send(
+                    f"dumping real servers of {spec.key}",
+                    genl_codec.CMD_GET_DEST,
+                    _DUMP,
+                    genl_codec.service_nest(spec.key),
+                )
+                for index, dmsg in enumerate(dests):
+                    rs = parse_dest(dmsg, spec.key.family)
+                    real_servers[rs.spec.key] = rs
+                    if index % DECODE_SLICE == DECODE_SLICE - 1:
+                        await asyncio.sleep(0)  # let probes run between slices of a big dump
+                observed[spec.key] = ObservedVirtualServer(spec, real_servers, stats)
         return observed
 
     async def apply(self, op: Op) -> None:
-        await self._call(lambda: self._apply_sync(op))
+        cmd, attrs = genl_codec.request_for(op)
+        async with self._lock:
+            await self._send(str(op), cmd, genl_codec.NLM_F_ACK, attrs)
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
-        self._executor.shutdown(wait=False)
+        self._disconnect()
 
-    async def _call(self, fn: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-
-    # ---- on the worker thread only ----------------------------------------------------------
-
-    def _connect(self) -> Any:
-        from pyroute2 import IPVS
+    async def _connect(self) -> Any:
+        from pyroute2 import AsyncIPVS
         from pyroute2.netlink.exceptions import NetlinkError
 
         if self._socket is None:
-            # pyroute2 runs an event loop of its own on this thread: made here, so that it is
-            # closed with the socket, also when opening fails (pyroute2 leaves the one it makes
-            # open then, and its finalizer fails at exit)
-            self._loop = asyncio.new_event_loop()
+            sock = AsyncIPVS()
             try:
-                self._socket = IPVS(use_event_loop=self._loop)
+                await sock.setup_endpoint()  # binds the socket, resolves the IPVS family
             except BaseException as exc:
-                self._close_loop()
+                sock.close()
                 if isinstance(exc, NetlinkError):
                     if exc.code in (errno.ENOENT, errno.EOPNOTSUPP):
                         raise IpvsUnavailable(UNAVAILABLE, exc.code) from exc
@@ -173,73 +188,40 @@ class NetlinkIpvs:
                         errno.EPERM,
                     ) from exc
                 raise
+            self._socket = sock
         return self._socket
-
-    def _close_loop(self) -> None:
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
 
     def _disconnect(self) -> None:
         if self._socket is not None:
-            try:
-                self._socket.close()
-            finally:
-                self._socket = None
-                self._close_loop()
+            sock, self._socket = self._socket, None
+            sock.close()
 
-    def _request(self, what: str, fn: Any) -> Any:
+    async def _send(self, what: str, cmd: int, flags: int, attrs: bytes = b"") -> list[Any]:
+        """One request (the caller holds the lock); its answer messages (none for an ACK).
+        Raises ``IpvsError``; a request abandoned half-way (an error, a cancellation) drops the
+        socket, so no late answer is read as the next request's."""
         from pyroute2.netlink.exceptions import NetlinkError
 
-        sock = self._connect()
+        sock = await self._connect()
+        done = False
         try:
-            return fn(sock)
+            answers = await sock.nlm_request(
+                encoded_request(cmd, attrs),
+                msg_type=sock.prid,
+                msg_flags=genl_codec.NLM_F_REQUEST | flags,
+            )
+            out = [msg async for msg in answers]
+            done = True
+            return out
         except NetlinkError as exc:
+            done = True  # the kernel's answer: the socket is fine
             raise from_errno(exc.code, what) from exc
-        except OSError as exc:
-            # ENOBUFS and friends leave the socket unusable: start over on a fresh one.
-            self._disconnect()
+        except OSError as exc:  # ENOBUFS and friends leave the socket unusable
             raise IpvsTransient(f"{what}: {exc}", exc.errno or 0) from exc
         except IpvsError:
             raise
         except Exception as exc:  # pyroute2 internals; never kill the daemon
-            self._disconnect()
             raise IpvsTransient(f"{what}: {exc!r}") from exc
-
-    def _send(self, what: str, cmd: int, flags: int, attrs: bytes) -> list[Any]:
-        """One request through pyroute2; its answer messages (none for an ACK)."""
-        msg = encoded_request(cmd, attrs)
-        return list(
-            self._request(
-                what,
-                lambda s: s.nlm_request(
-                    msg, msg_type=s.prid, msg_flags=genl_codec.NLM_F_REQUEST | flags
-                ),
-            )
-        )
-
-    def _dump_services(self) -> list[Any]:
-        return self._send("dumping virtual servers", genl_codec.CMD_GET_SERVICE, _DUMP, b"")
-
-    def _dump_sync(self, wanted: frozenset[VirtualServerKey]) -> Observed:
-        observed: dict[VirtualServerKey, ObservedVirtualServer] = {}
-        for msg in self._dump_services():
-            spec, stats = parse_service(msg)
-            if spec.key not in wanted:
-                continue  # not ours: never touched, not even read further
-            dests = self._send(
-                f"dumping real servers of {spec.key}",
-                genl_codec.CMD_GET_DEST,
-                _DUMP,
-                genl_codec.service_nest(spec.key),
-            )
-            real_servers = {}
-            for dmsg in dests:
-                rs = parse_dest(dmsg, spec.key.family)
-                real_servers[rs.spec.key] = rs
-            observed[spec.key] = ObservedVirtualServer(spec, real_servers, stats)
-        return observed
-
-    def _apply_sync(self, op: Op) -> None:
-        cmd, attrs = genl_codec.request_for(op)
-        self._send(str(op), cmd, genl_codec.NLM_F_ACK, attrs)
+        finally:
+            if not done:
+                self._disconnect()

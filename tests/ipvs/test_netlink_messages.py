@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import threading
-import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -92,33 +91,35 @@ def test_service_requests_carry_scheduler_timeout_and_only_the_persistent_flag()
 
 
 class RecordingSocket:
-    """Stands in for pyroute2's IPVS socket: records verbs and checks one call at a time."""
-
-    def __init__(self, fail_with: Exception | None = None) -> None:
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        self.fail_with = fail_with
-        self.active = 0
-        self.max_active = 0
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def _enter(self) -> None:
-        with self.lock:
-            self.active += 1
-            self.max_active = max(self.max_active, self.active)
-        time.sleep(0.002)
-        with self.lock:
-            self.active -= 1
+    """Stands in for pyroute2's AsyncIPVS socket: records the requests as pyroute2 would send
+    them, and how many were in flight at once."""
 
     prid = 42
 
-    def nlm_request(self, msg: Any, msg_type: int, msg_flags: int) -> tuple[Any, ...]:
-        self._enter()
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.calls: list[tuple[int, int, Any]] = []
+        self.fail_with = fail_with
+        self.answers: dict[int, list[Any]] = {}  # command -> the messages the kernel answers
+        self.active = 0
+        self.max_active = 0
+        self.closed = False
+
+    async def nlm_request(self, msg: Any, msg_type: int, msg_flags: int) -> AsyncIterator[Any]:
         sent = _read_back(_as_pyroute2_sends(msg, msg_type, msg_flags))
         self.calls.append((sent["cmd"], msg_flags, sent))
-        if self.fail_with is not None:
-            raise self.fail_with
-        return ()
+        return self._answer(sent["cmd"])
+
+    async def _answer(self, cmd: int) -> AsyncIterator[Any]:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(0.002)  # the kernel's turn: another request could start now
+            if self.fail_with is not None:
+                raise self.fail_with
+            for answer in self.answers.get(cmd, []):
+                yield answer
+        finally:
+            self.active -= 1
 
     def close(self) -> None:
         self.closed = True
@@ -181,3 +182,47 @@ async def test_kernel_errors_are_mapped_and_a_broken_socket_is_replaced() -> Non
     assert sock.closed  # ENOBUFS: the socket is dropped, the next request opens a new one
     assert adapter._socket is None
     await adapter.close()
+
+
+def _received(op: Any) -> Any:
+    """A message as pyroute2 hands it over: parsed from the bytes the kernel sent (a dump answer
+    carries the same attributes as the request that made the entry)."""
+    cmd, attrs = genl_codec.request_for(op)
+    return _read_back(genl_codec.message(42, 2, 1, cmd, attrs))
+
+
+async def test_a_dump_reads_our_virtual_servers_and_their_real_servers_only() -> None:
+    sock = RecordingSocket()
+    other = VirtualServerKey.for_address(Protocol.TCP, "10.0.0.2", 80)
+    sock.answers[genl_ipvs.IPVS_CMD_GET_SERVICE] = [
+        _received(AddVirtualServer(VirtualServerSpec(VS, "wrr"))),
+        _received(AddVirtualServer(VirtualServerSpec(other, "rr"))),
+    ]
+    rs2 = RealServerSpec(RealServerKey("192.168.1.102", 8080), Forwarding.DR, 7)
+    sock.answers[genl_ipvs.IPVS_CMD_GET_DEST] = [
+        _received(AddRealServer(VS, RS)),
+        _received(AddRealServer(VS, rs2)),
+    ]
+    observed = await _adapter(sock).dump([VS])
+    assert list(observed) == [VS]  # the other virtual server is not read further
+    assert observed[VS].spec.scheduler == "wrr"
+    assert {k: rs.spec for k, rs in observed[VS].real_servers.items()} == {
+        RS.key: RS,
+        rs2.key: rs2,
+    }
+    assert [cmd for cmd, _, _ in sock.calls] == [
+        genl_ipvs.IPVS_CMD_GET_SERVICE,
+        genl_ipvs.IPVS_CMD_GET_DEST,
+    ]
+    assert all(flags & genl_codec.NLM_F_DUMP == genl_codec.NLM_F_DUMP for _, flags, _ in sock.calls)
+
+
+async def test_an_abandoned_request_drops_the_socket() -> None:
+    """The reconciler's timeout cancels a request half-way: its answer must not be read as the
+    next request's, so the socket goes and the next request opens a new one."""
+    sock = RecordingSocket()
+    adapter = _adapter(sock)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.0005):
+            await adapter.apply(EditRealServer(VS, RS))
+    assert sock.closed and adapter._socket is None
