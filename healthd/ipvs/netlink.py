@@ -49,7 +49,7 @@ from healthd.model import (
 )
 
 _DUMP = genl_codec.NLM_F_DUMP
-DECODE_SLICE = 64  # dump messages decoded between two turns of the event loop
+DECODE_SLICE = 256  # dump messages decoded between two turns of the event loop
 
 UNAVAILABLE = (
     "IPVS is not available in this kernel (the ip_vs module is not loaded and could not be "
@@ -121,6 +121,9 @@ class NetlinkIpvs:
     def __init__(self) -> None:
         self._socket: Any = None
         self._lock = asyncio.Lock()
+        # the last dump's real servers by message body: an unchanged one is not decoded again,
+        # and the loop is yielded to only while decoding (as the raw adapter does)
+        self._decoded: dict[bytes, ObservedRealServer] = {}
 
     @classmethod
     async def open(cls) -> NetlinkIpvs:
@@ -137,6 +140,7 @@ class NetlinkIpvs:
     async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
         wanted = frozenset(keys)
         observed: dict[VirtualServerKey, ObservedVirtualServer] = {}
+        previous, cache = self._decoded, {}
         async with self._lock:
             services = await self._send(
                 "dumping virtual servers", genl_codec.CMD_GET_SERVICE, _DUMP
@@ -152,12 +156,21 @@ class NetlinkIpvs:
                     _DUMP,
                     genl_codec.service_nest(spec.key),
                 )
-                for index, dmsg in enumerate(dests):
-                    rs = parse_dest(dmsg, spec.key.family)
+                decoded = 0
+                for dmsg in dests:
+                    data = message_bytes(dmsg)
+                    body = data[16:]  # without the netlink header (its sequence number changes)
+                    rs = previous.get(body)
+                    if rs is None:
+                        af = socket.AF_INET6 if spec.key.family == 6 else socket.AF_INET
+                        rs = genl_codec.decode_dest(data, af)
+                        decoded += 1
+                        if decoded % DECODE_SLICE == 0:
+                            await asyncio.sleep(0)  # let probes run between slices
+                    cache[body] = rs
                     real_servers[rs.spec.key] = rs
-                    if index % DECODE_SLICE == DECODE_SLICE - 1:
-                        await asyncio.sleep(0)  # let probes run between slices of a big dump
                 observed[spec.key] = ObservedVirtualServer(spec, real_servers, stats)
+        self._decoded = cache
         return observed
 
     async def apply(self, op: Op) -> None:

@@ -226,3 +226,27 @@ async def test_an_abandoned_request_drops_the_socket() -> None:
         async with asyncio.timeout(0.0005):
             await adapter.apply(EditRealServer(VS, RS))
     assert sock.closed and adapter._socket is None
+
+
+async def test_a_second_dump_sees_what_changed_in_the_kernel() -> None:
+    """Unchanged real servers are not decoded again; a changed one is."""
+    sock = RecordingSocket()
+    adapter = _adapter(sock)
+    sock.answers[genl_ipvs.IPVS_CMD_GET_SERVICE] = [
+        _received(AddVirtualServer(VirtualServerSpec(VS, "wrr")))
+    ]
+    other = RealServerSpec(RealServerKey("192.168.1.103", 80), Forwarding.NAT, 3)
+    sock.answers[genl_ipvs.IPVS_CMD_GET_DEST] = [
+        _received(AddRealServer(VS, RS)),
+        _received(AddRealServer(VS, other)),
+    ]
+    first = await adapter.dump([VS])
+    reweighted = RealServerSpec(RS.key, RS.forwarding, 9)
+    sock.answers[genl_ipvs.IPVS_CMD_GET_DEST] = [
+        _received(AddRealServer(VS, reweighted)),
+        _received(AddRealServer(VS, other)),
+    ]
+    second = await adapter.dump([VS])
+    assert first[VS].real_servers[RS.key].spec.weight == 0
+    assert second[VS].real_servers[RS.key].spec == reweighted
+    assert second[VS].real_servers[other.key] is first[VS].real_servers[other.key]  # reused
