@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import errno
 
+UNAVAILABLE = (
+    "IPVS is not available in this kernel (the ip_vs module is not loaded and could not be "
+    "loaded): load it with 'modprobe ip_vs', or run with --dry-run"
+)
+NEEDS_ROOT = "IPVS needs root (CAP_NET_ADMIN): run healthd as root, or with --dry-run"
+
 
 class IpvsError(Exception):
     """A kernel IPVS request failed."""

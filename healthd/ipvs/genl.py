@@ -23,25 +23,24 @@ import socket
 from collections.abc import Collection
 
 from healthd.ipvs import genl_codec as c
-from healthd.ipvs.errors import IpvsError, IpvsTransient, IpvsUnavailable, from_errno
+from healthd.ipvs.dumps import TableReader
+from healthd.ipvs.errors import (
+    NEEDS_ROOT,
+    UNAVAILABLE,
+    IpvsError,
+    IpvsTransient,
+    IpvsUnavailable,
+    from_errno,
+)
 from healthd.model import (
     Observed,
-    ObservedRealServer,
-    ObservedVirtualServer,
     Op,
-    RealServerKey,
     VirtualServerKey,
 )
 
 NETLINK_GENERIC = 16
 RECV_BUFFER = 1 << 20
 SOCKET_BUFFER = 4 << 20
-DECODE_SLICE = 256  # dumped messages decoded between two yields to the event loop
-UNAVAILABLE = (
-    "IPVS is not available in this kernel (the ip_vs module is not loaded and could not be "
-    "loaded): load it with 'modprobe ip_vs', or run with --dry-run"
-)
-NEEDS_ROOT = "IPVS needs root (CAP_NET_ADMIN): run healthd as root, or with --dry-run"
 
 
 class GenlIpvs:
@@ -52,9 +51,7 @@ class GenlIpvs:
         self._family = 0
         self._seq = 0
         self._lock = asyncio.Lock()
-        # Destinations of the latest dump by their raw message: an idle destination (no traffic,
-        # so the same counters) is not decoded again.  Holds one dump's worth.
-        self._decoded: dict[bytes, ObservedRealServer] = {}
+        self._reader = TableReader()
 
     @classmethod
     async def open(cls) -> GenlIpvs:
@@ -73,36 +70,10 @@ class GenlIpvs:
         return adapter
 
     async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
-        wanted = frozenset(keys)
-        observed: dict[VirtualServerKey, ObservedVirtualServer] = {}
-        previous, cache = self._decoded, {}
-        services = await self._request(
-            c.CMD_GET_SERVICE, c.NLM_F_DUMP, b"", "dumping virtual servers"
-        )
-        for msg in services:
-            spec, stats = c.decode_service(msg)
-            if spec.key not in wanted:
-                continue  # not ours: never touched, not even read further
-            af = socket.AF_INET6 if spec.key.family == 6 else socket.AF_INET
-            dests = await self._request(
-                c.CMD_GET_DEST,
-                c.NLM_F_DUMP,
-                c.service_nest(spec.key),
-                f"dumping real servers of {spec.key}",
-            )
-            real_servers: dict[RealServerKey, ObservedRealServer] = {}
-            for index, dmsg in enumerate(dests):
-                body = dmsg[16:]  # without the netlink header (its sequence number changes)
-                rs = previous.get(body)  # unchanged since the last dump: no decoding
-                if rs is None:
-                    rs = c.decode_dest(dmsg, af)
-                    if index % DECODE_SLICE == DECODE_SLICE - 1:
-                        await asyncio.sleep(0)
-                cache[body] = rs
-                real_servers[rs.spec.key] = rs
-            observed[spec.key] = ObservedVirtualServer(spec, real_servers, stats)
-        self._decoded = cache
-        return observed
+        return await self._reader.read(keys, self._dump_request)
+
+    async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> list[bytes]:
+        return await self._request(cmd, c.NLM_F_DUMP, attrs, what)
 
     async def apply(self, op: Op) -> None:
         cmd, attrs = c.request_for(op)

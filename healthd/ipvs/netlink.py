@@ -10,7 +10,8 @@ pyroute2 owns the socket: it resolves the IPVS family, numbers, sends and reads 
 request, and maps every error.  The generic-netlink payload of each request is encoded, and the
 attributes of each dump message are decoded, by ``genl_codec``, the raw adapter's codec:
 pyroute2's own attribute encoding cost ~0.4 ms of CPU per request on a server (17-22 ms in
-the test VM; 7 ms with the codec's payload) and its decoding ten times the codec's.
+the test VM; 2-3 ms now) and its decoding ten times the codec's (``ipvs/dumps.py`` reads the
+table for both adapters).
 ``EncodedRequest`` is the pyroute2 message that carries such a payload: pyroute2 fills in its
 header (type, flags, sequence number, port id) as for any message.
 
@@ -31,31 +32,24 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import socket
 from collections.abc import Collection
 from typing import Any
 
 from healthd.ipvs import genl_codec
-from healthd.ipvs.errors import IpvsError, IpvsTransient, IpvsUnavailable, from_errno
+from healthd.ipvs.dumps import TableReader
+from healthd.ipvs.errors import (
+    NEEDS_ROOT,
+    UNAVAILABLE,
+    IpvsError,
+    IpvsTransient,
+    IpvsUnavailable,
+    from_errno,
+)
 from healthd.model import (
     Observed,
-    ObservedRealServer,
-    ObservedVirtualServer,
     Op,
-    RealServerKey,
-    TrafficStats,
     VirtualServerKey,
-    VirtualServerSpec,
 )
-
-_DUMP = genl_codec.NLM_F_DUMP
-DECODE_SLICE = 256  # dump messages decoded between two turns of the event loop
-
-UNAVAILABLE = (
-    "IPVS is not available in this kernel (the ip_vs module is not loaded and could not be "
-    "loaded): load it with 'modprobe ip_vs', or run with --dry-run"
-)
-
 
 # ---- pure message building and parsing (unit-tested without a kernel) -------------------------
 
@@ -99,19 +93,6 @@ def message_bytes(msg: Any) -> bytes:
     return bytes(msg.data[start : start + msg["header"]["length"]])
 
 
-def parse_service(msg: Any) -> tuple[VirtualServerSpec, TrafficStats]:
-    """A GET_SERVICE dump message, read from its bytes by ``genl_codec`` (pyroute2's own
-    attribute decoding costs ~190 us per message here, the codec ~15: at 1 000 real servers a
-    dump through pyroute2 held the adapter thread, and the GIL, for seconds in the VM)."""
-    return genl_codec.decode_service(message_bytes(msg))
-
-
-def parse_dest(msg: Any, service_family: int) -> ObservedRealServer:
-    """A GET_DEST dump message of a service of ``service_family`` (4 or 6)."""
-    af = socket.AF_INET6 if service_family == 6 else socket.AF_INET
-    return genl_codec.decode_dest(message_bytes(msg), af)
-
-
 # ---- the adapter ------------------------------------------------------------------------------
 
 
@@ -121,9 +102,7 @@ class NetlinkIpvs:
     def __init__(self) -> None:
         self._socket: Any = None
         self._lock = asyncio.Lock()
-        # the last dump's real servers by message body: an unchanged one is not decoded again,
-        # and the loop is yielded to only while decoding (as the raw adapter does)
-        self._decoded: dict[bytes, ObservedRealServer] = {}
+        self._reader = TableReader()
 
     @classmethod
     async def open(cls) -> NetlinkIpvs:
@@ -131,47 +110,24 @@ class NetlinkIpvs:
         adapter = cls()
         try:
             async with adapter._lock:
-                await adapter._send("dumping virtual servers", genl_codec.CMD_GET_SERVICE, _DUMP)
+                await adapter._send(
+                    "dumping virtual servers",
+                    genl_codec.CMD_GET_SERVICE,
+                    genl_codec.NLM_F_DUMP,
+                )
         except BaseException:
             await adapter.close()
             raise
         return adapter
 
     async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
-        wanted = frozenset(keys)
-        observed: dict[VirtualServerKey, ObservedVirtualServer] = {}
-        previous, cache = self._decoded, {}
         async with self._lock:
-            services = await self._send(
-                "dumping virtual servers", genl_codec.CMD_GET_SERVICE, _DUMP
-            )
-            for msg in services:
-                spec, stats = parse_service(msg)
-                if spec.key not in wanted:
-                    continue  # not ours: never touched, not even read further
-                real_servers: dict[RealServerKey, ObservedRealServer] = {}
-                dests = await self._send(
-                    f"dumping real servers of {spec.key}",
-                    genl_codec.CMD_GET_DEST,
-                    _DUMP,
-                    genl_codec.service_nest(spec.key),
-                )
-                decoded = 0
-                for dmsg in dests:
-                    data = message_bytes(dmsg)
-                    body = data[16:]  # without the netlink header (its sequence number changes)
-                    rs = previous.get(body)
-                    if rs is None:
-                        af = socket.AF_INET6 if spec.key.family == 6 else socket.AF_INET
-                        rs = genl_codec.decode_dest(data, af)
-                        decoded += 1
-                        if decoded % DECODE_SLICE == 0:
-                            await asyncio.sleep(0)  # let probes run between slices
-                    cache[body] = rs
-                    real_servers[rs.spec.key] = rs
-                observed[spec.key] = ObservedVirtualServer(spec, real_servers, stats)
-        self._decoded = cache
-        return observed
+            return await self._reader.read(keys, self._dump_request)
+
+    async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> list[bytes]:
+        return [
+            message_bytes(msg) for msg in await self._send(what, cmd, genl_codec.NLM_F_DUMP, attrs)
+        ]
 
     async def apply(self, op: Op) -> None:
         cmd, attrs = genl_codec.request_for(op)
@@ -196,10 +152,7 @@ class NetlinkIpvs:
                         raise IpvsUnavailable(UNAVAILABLE, exc.code) from exc
                     raise from_errno(exc.code, "opening the IPVS netlink socket") from exc
                 if isinstance(exc, PermissionError):
-                    raise IpvsUnavailable(
-                        "IPVS needs root (CAP_NET_ADMIN): run healthd as root, or with --dry-run",
-                        errno.EPERM,
-                    ) from exc
+                    raise IpvsUnavailable(NEEDS_ROOT, errno.EPERM) from exc
                 raise
             self._socket = sock
         return self._socket

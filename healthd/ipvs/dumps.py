@@ -1,0 +1,64 @@
+"""Reading our part of the kernel's IPVS table from dump answers; both adapters use it.
+
+``TableReader.read`` asks for the virtual servers, keeps those in ``keys`` (nothing else is read
+further), asks for each one's real servers and decodes the answers with ``genl_codec``.  It
+remembers the last dump's real servers by message body (without the netlink header, whose
+sequence number changes): an idle real server (same weight, same counters) is not decoded
+again, and the event loop is yielded to only between slices of decoding, so a large first dump
+does not hold up the probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, Collection
+
+from healthd.ipvs import genl_codec
+from healthd.model import (
+    Observed,
+    ObservedRealServer,
+    ObservedVirtualServer,
+    RealServerKey,
+    VirtualServerKey,
+)
+
+DECODE_SLICE = 256  # dumped messages decoded between two yields to the event loop
+# (command, attributes, what it is for an error message) -> the answer's messages, as bytes
+DumpRequest = Callable[[int, bytes, str], Awaitable[list[bytes]]]
+
+
+class TableReader:
+    def __init__(self) -> None:
+        self._decoded: dict[bytes, ObservedRealServer] = {}  # holds one dump's worth
+
+    async def read(self, keys: Collection[VirtualServerKey], request: DumpRequest) -> Observed:
+        wanted = frozenset(keys)
+        observed: dict[VirtualServerKey, ObservedVirtualServer] = {}
+        previous, cache = self._decoded, {}
+        decoded = 0
+        services = await request(genl_codec.CMD_GET_SERVICE, b"", "dumping virtual servers")
+        for msg in services:
+            spec, stats = genl_codec.decode_service(msg)
+            if spec.key not in wanted:
+                continue  # not ours: never touched, not even read further
+            af = socket.AF_INET6 if spec.key.family == 6 else socket.AF_INET
+            dests = await request(
+                genl_codec.CMD_GET_DEST,
+                genl_codec.service_nest(spec.key),
+                f"dumping real servers of {spec.key}",
+            )
+            real_servers: dict[RealServerKey, ObservedRealServer] = {}
+            for dmsg in dests:
+                body = dmsg[16:]
+                rs = previous.get(body)  # unchanged since the last dump: no decoding
+                if rs is None:
+                    rs = genl_codec.decode_dest(dmsg, af)
+                    decoded += 1
+                    if decoded % DECODE_SLICE == 0:
+                        await asyncio.sleep(0)  # let probes run between slices
+                cache[body] = rs
+                real_servers[rs.spec.key] = rs
+            observed[spec.key] = ObservedVirtualServer(spec, real_servers, stats)
+        self._decoded = cache
+        return observed
