@@ -93,9 +93,9 @@ class Host:
 
     def _servers(self) -> dict[tuple[str, str], tuple[VirtualServerConfig, RealServerConfig]]:
         return {
-            (vs.name, rs.name): (vs, rs)
+            rs_id: (vs, rs)
             for vs in self._config().virtual_servers
-            for rs in vs.real_servers
+            for rs, rs_id in zip(vs.real_servers, vs.rs_ids, strict=True)
         }
 
     # ---- reconcile -----------------------------------------------------------------------------

@@ -135,9 +135,9 @@ class Runtime:
         """(virtual server, real server) names -> their config, for the current config."""
         if self._indexed is not self.config:
             self._by_id = {
-                (vs.name, rs.name): (vs, rs)
+                rs_id: (vs, rs)
                 for vs in self.config.virtual_servers
-                for rs in vs.real_servers
+                for rs, rs_id in zip(vs.real_servers, vs.rs_ids, strict=True)
             }
             self._indexed = self.config
         return self._by_id

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from healthd import health
 from healthd.checkspec import CheckSpec, CheckTiming, ProbeResult, Target, probe_target
@@ -43,8 +44,10 @@ class ProbeKey:
         return self.spec.describe(self.target)
 
 
-@dataclass(frozen=True, slots=True)
-class Subscriber:
+class Subscriber(NamedTuple):
+    """A (virtual server, real server, check) that a probe's results count for; a tuple, so it
+    is also the metrics' key for that check (no second tuple per check)."""
+
     virtual_server: str
     real_server: str
     check: str
@@ -95,8 +98,7 @@ class HealthBook:
         book = cls()
         probes: dict[ProbeKey, list[Subscriber]] = {}
         for vs in config.virtual_servers:
-            for rs in vs.real_servers:
-                rs_id = (vs.name, rs.name)
+            for rs, rs_id in zip(vs.real_servers, vs.rs_ids, strict=True):
                 checks = []
                 for check in rs.checks:
                     key = ProbeKey(

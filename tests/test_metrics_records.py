@@ -105,7 +105,7 @@ def test_state_history_counts_transitions_and_time_down() -> None:
     rs = ("web", "a")
     tracker.update({rs: "unknown"}, wall=1000.0, mono=0.0)
     history = tracker.get(rs)
-    assert history is not None and history.transitions == {}  # first sight is not a change
+    assert history is not None and not history.transitions  # first sight is not a change
     tracker.update({rs: "up"}, wall=1001.0, mono=1.0)
     tracker.update({rs: "down"}, wall=1010.0, mono=10.0)
     tracker.update({rs: "down"}, wall=1015.0, mono=15.0)  # no change
@@ -126,4 +126,4 @@ def test_forgotten_real_servers_start_again_from_nothing() -> None:
     assert tracker.get(("web", "b")) is None
     tracker.update({("web", "b"): "up"}, 2.0, 2.0)
     history = tracker.get(("web", "b"))
-    assert history is not None and history.transitions == {}
+    assert history is not None and not history.transitions

@@ -54,18 +54,22 @@ class RealServerConfig:
     # Built once: every reconcile pass asks for them, for every real server.
     key: RealServerKey = field(init=False, repr=False, compare=False)
     _spec: RealServerSpec = field(init=False, repr=False, compare=False)
-    _spec_weight_0: RealServerSpec = field(init=False, repr=False, compare=False)
+    _spec_weight_0: RealServerSpec | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         key = RealServerKey(self.address, self.port)
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "_spec", RealServerSpec(key, self.forwarding, self.weight))
-        object.__setattr__(self, "_spec_weight_0", RealServerSpec(key, self.forwarding, 0))
+        object.__setattr__(self, "_spec_weight_0", None)  # on first use: most never need it
 
     def spec(self, weight: int | None = None) -> RealServerSpec:
         if weight is None or weight == self.weight:
             return self._spec
         if weight == 0:
+            if self._spec_weight_0 is None:
+                zero = RealServerSpec(self.key, self.forwarding, 0)
+                object.__setattr__(self, "_spec_weight_0", zero)
+                return zero
             return self._spec_weight_0
         return RealServerSpec(key=self.key, forwarding=self.forwarding, weight=weight)
 
@@ -77,6 +81,13 @@ class VirtualServerConfig:
     on_failure: OnFailure
     real_servers: tuple[RealServerConfig, ...]
     notify_pool: NotifyConfig | None = None  # the pool has no up real server / has one again
+    # (virtual server, real server) names of each real server, built once and shared by the
+    # health book, the metrics and the runtime's index rather than a tuple each per real server
+    rs_ids: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ids = tuple((self.name, rs.name) for rs in self.real_servers)
+        object.__setattr__(self, "rs_ids", ids)
 
     @property
     def key(self) -> VirtualServerKey:

@@ -47,9 +47,9 @@ class ServerLayout:
             info = zip(VS_INFO, _vs_info(vs), strict=True)
             self.vs_info_blocks.append(",".join([vs_block, *(_label(n, v) for n, v in info)]))
             start = len(self.rs_ids)
-            for rs in vs.real_servers:
+            for rs, rs_id in zip(vs.real_servers, vs.rs_ids, strict=True):
                 block = f"{vs_block},{_label('real_server', rs.name)}"
-                self.rs_ids.append((vs.name, rs.name))
+                self.rs_ids.append(rs_id)
                 self.rs_keys.append(rs.key)
                 self.rs_blocks.append(block)
                 info = zip(RS_INFO, (rs.address, str(rs.port), rs.forwarding.value), strict=True)

@@ -223,12 +223,11 @@ class Metrics:
     def observe_probe(self, subscribers: Iterable[Subscriber], result: ProbeResult) -> None:
         now = self._wall()
         for s in subscribers:
-            check_id = (s.virtual_server, s.real_server, s.check)
-            record = self.records.get(check_id)
+            record = self.records.get(s)  # a Subscriber is its (vs, rs, check) tuple
             if record is None:
                 own = self.granularity == "per_real_server"
                 record = CheckRecord(Buckets(self.duration_buckets) if own else None)
-                self.records[check_id] = record
+                self.records[s] = record
             record.observe(result, now)
             if self.granularity == "per_virtual_server":
                 pool = (s.virtual_server, s.check)

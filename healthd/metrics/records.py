@@ -106,7 +106,8 @@ class CheckRecord:
 
     duration: Histogram | None  # None: durations are not kept per check (metrics.check_duration)
     attempts: int = 0
-    failures: dict[str, int] = field(default_factory=dict)  # reason -> count
+    # reason -> count; None until the first failure (an empty dict is 64 bytes per check)
+    failures: dict[str, int] | None = None
     last_attempt: float = 0.0  # Unix time; 0: never
     last_success: float = 0.0
     consecutive_failures: int = 0
@@ -123,6 +124,8 @@ class CheckRecord:
             self.consecutive_failures = 0
         else:
             reason = result.reason.value
+            if self.failures is None:
+                self.failures = {}
             self.failures[reason] = self.failures.get(reason, 0) + 1
             self.consecutive_failures += 1
         self.http_status = result.http_status or 0
@@ -135,7 +138,7 @@ class RealServerHistory:
     state: str
     since_wall: float  # Unix time the current state was entered (or first seen)
     since_mono: float
-    transitions: dict[str, int] = field(default_factory=dict)  # to_state -> count
+    transitions: dict[str, int] | None = None  # to_state -> count; None until the first
     down_s: float = 0.0  # closed periods spent down
 
     def downtime(self, mono: float) -> float:
@@ -165,6 +168,8 @@ class StateTracker:
                 continue
             if seen.state == "down":
                 seen.down_s += max(0.0, mono - seen.since_mono)
+            if seen.transitions is None:
+                seen.transitions = {}
             seen.transitions[state] = seen.transitions.get(state, 0) + 1
             seen.state, seen.since_wall, seen.since_mono = state, wall, mono
 
