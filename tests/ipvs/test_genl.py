@@ -204,6 +204,36 @@ def test_the_pyroute2_adapter_reads_each_message_of_a_datagram() -> None:
     ]
 
 
+def test_pyroute2_reads_only_the_header_of_our_answers_and_they_decode_the_same() -> None:
+    """The adapter's answer class in pyroute2's marshal: each message of a dump datagram keeps
+    the header fields pyroute2 matches answers with, and its bytes decode as before."""
+    from pyroute2.netlink.nlsocket import Marshal
+
+    family, seq = 42, 7
+    parts = []
+    for addr, fwd, weight in (("10.1.0.1", 0, 1), ("10.1.0.2", 3, 7)):
+        data, _ = dump_message(
+            c.CMD_NEW_DEST,
+            [("IPVS_CMD_ATTR_DEST", {"attrs": dest_attrs(socket.AF_INET, addr, fwd, weight)})],
+        )
+        data = bytearray(data)
+        struct.pack_into("=IHHII", data, 0, len(data), family, c.NLM_F_MULTI, seq, 99)
+        parts.append(bytes(data))
+    done = struct.pack("=IHHIIi", 20, 3, c.NLM_F_MULTI, seq, 99, 0)  # NLMSG_DONE
+    marshal = Marshal()
+    marshal.msg_map[family] = netlink.answer_class()
+    messages = list(marshal.parse(b"".join([*parts, done])))
+    answers = [m for m in messages if m["header"]["type"] == family]
+    assert [m["header"]["sequence_number"] for m in answers] == [seq, seq]
+    assert [m["header"]["flags"] for m in answers] == [c.NLM_F_MULTI, c.NLM_F_MULTI]
+    assert [netlink.message_bytes(m) for m in answers] == parts
+    assert [c.decode_dest(netlink.message_bytes(m), socket.AF_INET) for m in answers] == [
+        written("10.1.0.1", 0, 1),
+        written("10.1.0.2", 3, 7),
+    ]
+    assert messages[-1]["header"]["type"] == 3  # the end of the dump is still pyroute2's
+
+
 @pytest.mark.parametrize("persistent", [True, False])
 def test_service_dump_decodes_like_the_pyroute2_adapter(persistent: bool) -> None:
     attrs = [
