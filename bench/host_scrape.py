@@ -62,11 +62,30 @@ def timed_get(path: str, headers: dict[str, str]) -> tuple[int, bytes, str, floa
         conn.close()
 
 
+def workers_arg(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
+def wait_moved(log_path: Path, started: float, limit_s: float) -> float | None:
+    """Seconds from the start until probes.workers: auto moved the probes (None: not within
+    ``limit_s``)."""
+    while time.monotonic() - started < limit_s:
+        if "worker processes (probes.workers: auto" in log_path.read_text(errors="replace"):
+            return round(time.monotonic() - started, 1)
+        time.sleep(0.5)
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--scrapes", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=0, help="probes.workers (0: one process)")
+    parser.add_argument(
+        "--workers",
+        type=workers_arg,
+        default=0,
+        help="probes.workers (0: one process; auto: scrape once the probes moved to workers)",
+    )
     parser.add_argument(
         "--check-duration",
         choices=["per_real_server", "per_virtual_server", "off"],
@@ -116,6 +135,10 @@ def main() -> int:
                     break
                 time.sleep(0.5)
             time.sleep(5)  # every probe has run at least once (interval 1 s)
+            moved = None
+            if args.workers == "auto":
+                moved = wait_moved(work / "healthd.log", started, 120.0)
+                log(f"  probes moved to workers after {moved} s")
             pids = [proc.pid, *(p for p in children_of(proc.pid) if p != sink.pid)]
             walls: list[float] = []
             firsts: list[float] = []
@@ -125,11 +148,11 @@ def main() -> int:
             up = float("nan")
             headers = {"Accept-Encoding": "gzip"} if args.gzip else {}
             for _ in range(args.scrapes):
-                cpu0 = sum(cpu_seconds(p) for p in pids)
+                cpu0 = cpu_seconds(proc.pid)  # the process that renders (workers only probe)
                 t0 = time.perf_counter()
                 status, body, encoding, first = timed_get("/metrics", headers)
                 walls.append(time.perf_counter() - t0)
-                cpus.append(sum(cpu_seconds(p) for p in pids) - cpu0)
+                cpus.append(cpu_seconds(proc.pid) - cpu0)
                 firsts.append(first)
                 assert status == 200, status
                 size = len(body)
@@ -154,6 +177,7 @@ def main() -> int:
                 "rss_kb": sum(status_kb(p, "VmRSS") for p in pids),
                 "peak_rss_kb": sum(status_kb(p, "VmHWM") for p in pids),
                 "workers": args.workers,
+                "moved_after_s": moved,
                 "check_duration": args.check_duration or "per_real_server",
             }
         finally:

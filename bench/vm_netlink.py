@@ -3,7 +3,10 @@
 One virtual server (TCP 10.99.0.1:80, wrr) and N destinations 10.200.0.1:20000.., NAT, weight 1.
 
 * build: the table from empty (virtual server + N destinations);
-* weights: N weight changes (1 -> 0).
+* weights: N weight changes (1 -> 0);
+* dump (healthd's adapters): one read of the N destinations, as each reconcile pass starts with
+  (``dump``: the first after a change, every destination decoded; ``dump_unchanged``: the same
+  table again, decoded ones reused); its "ops" are the destinations read.
 
 ``healthd-adapter`` is the adapter alone (one awaited request per destination, no reconciler),
 to tell the cost of the netlink path from the cost of a reconcile pass around it.
@@ -123,6 +126,17 @@ async def run_adapter(n: int, watch: IpvsWatch) -> dict[str, Any]:
     return {"build": build, "weights": weights}
 
 
+async def dump_only(port: IpvsPort) -> dict[str, float]:
+    """One read of the table (what every reconcile pass starts with)."""
+    c0, t0 = cpu(), time.monotonic()
+    observed = await port.dump({VS_KEY})
+    return {
+        "cpu_s": cpu() - c0,
+        "wall_s": time.monotonic() - t0,
+        "ops": len(observed[VS_KEY].real_servers),
+    }
+
+
 async def run_healthd(adapter: str, n: int, watch: IpvsWatch) -> dict[str, Any]:
     if adapter == "genl":
         from healthd.ipvs.genl import GenlIpvs
@@ -138,10 +152,14 @@ async def run_healthd(adapter: str, n: int, watch: IpvsWatch) -> dict[str, Any]:
         check_table(watch, n, 1)
         weights = await healthd_pass(port, desired(n, 0))
         check_table(watch, n, 0)
+        # a dump of the whole table: the first after a change decodes every real server, an
+        # unchanged one (idle backends: same counters) reuses the last dump's decoding
+        dump_changed = await dump_only(port)
+        dump_same = await dump_only(port)
     finally:
         await port.close()
         clear()
-    return {"build": build, "weights": weights}
+    return {"build": build, "weights": weights, "dump": dump_changed, "dump_unchanged": dump_same}
 
 
 def ipvsadm_restore(lines: list[str]) -> dict[str, float]:
