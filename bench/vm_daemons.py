@@ -246,9 +246,11 @@ def run_case(
         out["peak_rss_total_kb"] = sum(out["peak_rss_kb"].values())
         out["scheduled_per_s"] = n / 1.0
     finally:
-        daemon.stop(keep_in=args.json.parent)
-        sink.close()
-        subprocess.run(["ipvsadm", "-C"], check=False)
+        try:
+            daemon.stop(keep_in=args.json.parent)
+        finally:  # never leave the sink holding its ports for the next case
+            sink.close()
+            subprocess.run(["ipvsadm", "-C"], check=False)
     return out
 
 
@@ -284,11 +286,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     if os.environ.get("HEALTHD_VM") != "1":
-        print("vm_daemons.py runs inside the test VM (bench/run-vm)", file=sys.stderr)
+        print("vm_daemons.py runs inside the test VM (bench/run-all)", file=sys.stderr)
         return 2
     setup_guest()
     work = Path("/tmp/healthd-bench")
     work.mkdir(exist_ok=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)  # the daemons' logs are kept there
     watch = IpvsWatch()
     results: list[dict[str, Any]] = []
     data = {"conditions": conditions(), "args": vars(args) | {"json": str(args.json)}}
