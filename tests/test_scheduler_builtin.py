@@ -1,5 +1,6 @@
 """The scheduler with the built-in probes: TCP checks decided on the spot run without a task,
-connects still in progress run as tasks under the timeout, and the timer heap keeps cadence."""
+connects still in progress wait on loop callbacks under the timeout (no task either), and the
+timer heap keeps cadence."""
 
 from __future__ import annotations
 
@@ -88,6 +89,43 @@ async def test_a_connect_in_progress_times_out_and_leaves_nothing(stalled_port: 
     await asyncio.sleep(0)
     assert other_tasks() == set()
     assert len(os.listdir("/proc/self/fd")) == fds  # every probe socket closed
+
+
+async def test_a_connect_in_progress_that_completes_is_ok_without_a_task() -> None:
+    """A listener whose accept queue is full leaves the probe's connect in progress; once the
+    queue has room, the retransmitted SYN (after ~1 s) completes it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = [socket.socket() for _ in range(2)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+    got: list[ProbeResult] = []
+    fds = len(os.listdir("/proc/self/fd"))
+    s = Scheduler([tcp_key(port, 5.0, 4.0)], lambda k, r: got.append(r), rng=LowestRandom())
+    task = asyncio.create_task(s.run())
+    try:
+        await asyncio.sleep(0.05)
+        assert s.in_flight == 1 and not got  # in progress
+        assert other_tasks() == {task}  # waited for without a task of its own
+        for conn in (server.accept()[0], server.accept()[0]):  # room in the queue again
+            conn.close()
+        for _ in range(300):
+            await asyncio.sleep(0.02)
+            if got:
+                break
+        assert [r.reason for r in got] == [Reason.OK], got
+        assert "connected" in got[0].detail
+        assert s.in_flight == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for sock in (server, *fillers):
+            sock.close()
+    assert len(os.listdir("/proc/self/fd")) == fds - 3  # the probe's socket closed too
 
 
 async def test_stopping_during_a_connect_in_progress_closes_it(stalled_port: int) -> None:

@@ -4,7 +4,8 @@ unless the connection is still being set up).
 ``tcp_start`` is synchronous: it opens a non-blocking socket and starts the connect.  When the
 handshake is already over (a local or very near backend, or an immediate RST), it returns the
 result at once; this costs a handful of syscalls and no event-loop round trip.  Otherwise it
-returns a ``PendingConnect``, and ``tcp_wait`` waits for the socket to become writable.
+returns a ``PendingConnect``: the scheduler waits for its socket to become writable with loop
+callbacks and reads the outcome with ``tcp_result``; ``tcp_wait`` is the same as a coroutine.
 ``probe_tcp`` is both, for callers that just want a result.  The socket is always closed,
 also when ``tcp_wait`` is cancelled (the caller's timeout) or never awaited (``close()``).
 """
@@ -101,11 +102,20 @@ async def tcp_wait(pending: PendingConnect) -> ProbeResult:
             await writable
         finally:
             loop.remove_writer(fd)
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        return tcp_result(pending)
     except OSError as exc:
         return _failed(spec, target, start, exc)
     finally:
         sock.close()
+
+
+def tcp_result(pending: PendingConnect) -> ProbeResult:
+    """The result of a connect in progress once its socket is writable (the caller closes it)."""
+    spec, target, start = pending.spec, pending.target, pending.start
+    try:
+        code = pending.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError as exc:
+        return _failed(spec, target, start, exc)
     if code == 0:
         return complete(spec, target, start, Reason.OK, "connected")
     return _errno_result(spec, target, start, code)
