@@ -2,18 +2,19 @@
 
 netlink's *service* and *dest* are healthd's virtual server and real server.  pyroute2's
 ``AsyncIPVS`` socket runs on the daemon's own event loop, one request at a time (a lock; many in
-flight overflow its receive buffer, ACKs are dropped and it hangs).  It used to be the blocking
-``IPVS`` socket on a thread of its own: that thread ran pyroute2's request machinery in Python,
-and competed for the GIL with the event loop, so while the loop was busy probing a request took
-ten times as long (1 000 destinations took 58-90 s to build in the test VM, 7 s alone).
-pyroute2 owns the socket: it resolves the IPVS family, numbers, sends and reads every
-request, and maps every error.  The generic-netlink payload of each request is encoded, and the
-attributes of each dump message are decoded, by ``genl_codec``, the raw adapter's codec:
-pyroute2's own attribute encoding cost ~0.4 ms of CPU per request on a server (17-22 ms in
-the test VM; 2-3 ms now) and its decoding ten times the codec's (``ipvs/dumps.py`` reads the
-table for both adapters), so pyroute2 reads only the header of each answer (``answer_class``).
-``EncodedRequest`` is the pyroute2 message that carries such a payload: pyroute2 fills in its
-header (type, flags, sequence number, port id) as for any message.
+flight overflow its receive buffer, ACKs are dropped and it hangs).  pyroute2 owns the socket:
+it binds it, resolves the IPVS family, hands out each request's sequence number (its address
+pool) and queues every datagram the kernel sends by the sequence number it answers (its message
+queue).  Each request's bytes are ``genl_codec``'s, and the adapter reads its answer's datagrams
+from pyroute2's queue and splits them into messages with the codec, as the raw adapter does.
+
+Measured on the way (docs/benchmarks.md): pyroute2's blocking socket on a thread competed for
+the GIL with the busy event loop (1 000 destinations took 58-90 s to build in the test VM, 7 s
+alone); its attribute encoding cost ~0.4 ms of CPU per request on a server (17-22 ms in the
+test VM); its decoding of every attribute of every dump message ten times the codec's, and even
+with only the headers decoded, its message objects and answer generators still cost ~130 µs per
+real server per dump in the test VM (170 ms for 1 000 against the raw adapter's 40 ms), on every
+reconcile pass.
 
 pyroute2 traps that no longer apply because its IPVS field helpers are not used, kept here as
 the reason why (tests/ipvs/test_netlink_messages.py reads our requests back with pyroute2's
@@ -30,8 +31,8 @@ parser to guard the same facts):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
-import functools
 from collections.abc import Collection
 from typing import Any
 
@@ -50,71 +51,6 @@ from healthd.model import (
     Op,
     VirtualServerKey,
 )
-
-# ---- pure message building and parsing (unit-tested without a kernel) -------------------------
-
-
-@functools.cache
-def _request_class() -> type:
-    """``EncodedRequest``: a pyroute2 message whose payload genl_codec encoded (made on first
-    use: only the adapter in use imports pyroute2)."""
-    from pyroute2.netlink import nlmsg
-
-    class EncodedRequest(nlmsg):  # type: ignore[misc]
-        payload = b""
-
-        def encode(self) -> EncodedRequest:
-            header = self["header"]
-            self.data = (
-                genl_codec.NLMSGHDR.pack(
-                    16 + len(self.payload),
-                    header["type"],
-                    header["flags"],
-                    header["sequence_number"],
-                    header["pid"],
-                )
-                + self.payload
-            )
-            return self
-
-    return EncodedRequest
-
-
-@functools.cache
-def answer_class() -> type:
-    """``RawAnswer``: how pyroute2 reads the IPVS family's answers on our socket: the netlink
-    header only (pyroute2 needs its length, type, flags and sequence number); ``genl_codec``
-    decodes the rest.  pyroute2's own ``ipvsmsg`` decodes every attribute of every message of a
-    dump first, ~16-56 µs per real server on a server (tenfold in the test VM, where a dump of
-    1 000 real servers took about a second of the event loop's time); this is ~3-6 µs."""
-    from pyroute2.netlink import nlmsg
-
-    header = genl_codec.NLMSGHDR
-
-    class RawAnswer(nlmsg):  # type: ignore[misc]
-        def decode(self) -> None:
-            length, kind, flags, seq, pid = header.unpack_from(self.data, self.offset)
-            fields = self["header"]
-            fields["length"], fields["type"], fields["flags"] = length, kind, flags
-            fields["sequence_number"], fields["pid"] = seq, pid
-            self.length = length
-            self.decoded = True
-
-    return RawAnswer
-
-
-def encoded_request(cmd: int, attrs: bytes) -> Any:
-    """A pyroute2 message carrying the generic-netlink command ``cmd`` with ``attrs``."""
-    msg = _request_class()()
-    msg.payload = genl_codec.GENLHDR.pack(cmd, genl_codec.IPVS_GENL_VERSION, 0) + attrs
-    return msg
-
-
-def message_bytes(msg: Any) -> bytes:
-    """The bytes of one message pyroute2 received (its buffer may hold a whole datagram)."""
-    start = msg.offset
-    return bytes(msg.data[start : start + msg["header"]["length"]])
-
 
 # ---- the adapter ------------------------------------------------------------------------------
 
@@ -148,9 +84,7 @@ class NetlinkIpvs:
             return await self._reader.read(keys, self._dump_request)
 
     async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> list[bytes]:
-        return [
-            message_bytes(msg) for msg in await self._send(what, cmd, genl_codec.NLM_F_DUMP, attrs)
-        ]
+        return await self._send(what, cmd, genl_codec.NLM_F_DUMP, attrs)
 
     async def apply(self, op: Op) -> None:
         cmd, attrs = genl_codec.request_for(op)
@@ -168,7 +102,6 @@ class NetlinkIpvs:
             sock = AsyncIPVS()
             try:
                 await sock.setup_endpoint()  # binds the socket, resolves the IPVS family
-                sock.marshal.msg_map[sock.prid] = answer_class()  # (not pyroute2's ipvsmsg)
             except BaseException as exc:
                 sock.close()
                 if isinstance(exc, NetlinkError):
@@ -186,26 +119,34 @@ class NetlinkIpvs:
             sock, self._socket = self._socket, None
             sock.close()
 
-    async def _send(self, what: str, cmd: int, flags: int, attrs: bytes = b"") -> list[Any]:
+    async def _send(self, what: str, cmd: int, flags: int, attrs: bytes = b"") -> list[bytes]:
         """One request (the caller holds the lock); its answer messages (none for an ACK).
         Raises ``IpvsError``; a request abandoned half-way (an error, a cancellation) drops the
         socket, so no late answer is read as the next request's."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
         sock = await self._connect()
+        seq = sock.addr_pool.alloc()
+        queue = sock.msg_queue
+        queue.ensure_tag(seq)  # pyroute2 queues datagrams answering ``seq`` here
         done = False
         try:
-            answers = await sock.nlm_request(
-                encoded_request(cmd, attrs),
-                msg_type=sock.prid,
-                msg_flags=genl_codec.NLM_F_REQUEST | flags,
+            sock.send(
+                genl_codec.message(sock.prid, genl_codec.NLM_F_REQUEST | flags, seq, cmd, attrs)
             )
-            out = [msg async for msg in answers]
-            done = True
-            return out
-        except NetlinkError as exc:
-            done = True  # the kernel's answer: the socket is fine
-            raise from_errno(exc.code, what) from exc
+            out: list[bytes] = []
+            while True:
+                for kind, _flags, mseq, msg in genl_codec.split_messages(await queue.get(seq)):
+                    if mseq != seq:
+                        continue
+                    if kind == genl_codec.NLMSG_ERROR:
+                        done = True  # the kernel's answer: the socket is fine
+                        code = genl_codec.error_code(msg)
+                        if code:
+                            raise from_errno(code, what)
+                        return out
+                    if kind == genl_codec.NLMSG_DONE:
+                        done = True
+                        return out
+                    out.append(msg)
         except OSError as exc:  # ENOBUFS and friends leave the socket unusable
             raise IpvsTransient(f"{what}: {exc}", exc.errno or 0) from exc
         except IpvsError:
@@ -213,5 +154,8 @@ class NetlinkIpvs:
         except Exception as exc:  # pyroute2 internals; never kill the daemon
             raise IpvsTransient(f"{what}: {exc!r}") from exc
         finally:
+            with contextlib.suppress(KeyError):
+                queue.free_tag(seq)
+            sock.addr_pool.free(seq, ban=0xFF)  # as pyroute2's own requests do
             if not done:
                 self._disconnect()

@@ -1,4 +1,6 @@
-"""The netlink adapter's requests, checked without a kernel: each pyroute2 trap has a guard here.
+"""The netlink adapter's requests, checked without a kernel: each pyroute2 trap has a guard here,
+and the adapter's use of pyroute2's socket (sequence numbers, the answer queue) is exercised
+against a stand-in.
 
 The same adapter is run against the real kernel in tests/kernel (inside the VM test bed).
 """
@@ -8,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,37 +36,22 @@ VS6 = VirtualServerKey.for_address(Protocol.TCP, "fd00::1", 80)
 RS = RealServerSpec(RealServerKey("192.168.1.101", 80), Forwarding.NAT, 0)
 
 
-def _as_pyroute2_sends(msg: Any, family: int = 42, flags: int = 5, seq: int = 7) -> bytes:
-    """The bytes pyroute2 sends for ``msg``: its request fills the header in, then encodes."""
-    msg["header"]["type"] = family
-    msg["header"]["flags"] = flags
-    msg["header"]["sequence_number"] = seq
-    msg["header"]["pid"] = 1234
-    msg.reset()
-    msg.encode()
-    return bytes(msg.data)
-
-
 def _read_back(data: bytes) -> Any:
+    """A request as the kernel (and pyroute2's own parser) reads it."""
     parsed = genl_ipvs.ipvsmsg(data)
     parsed.decode()
     return parsed
 
 
-def test_a_request_is_the_codecs_payload_behind_pyroute2s_header() -> None:
-    op = EditRealServer(VS, RS)
+def _sent(op: Any) -> Any:
     cmd, attrs = genl_codec.request_for(op)
-    data = _as_pyroute2_sends(netlink.encoded_request(cmd, attrs))
-    expected = genl_codec.message(42, 5, 7, cmd, attrs)
-    assert data[:12] == expected[:12] and data[16:] == expected[16:]
-    assert struct.unpack_from("=I", data, 12)[0] == 1234  # the port id pyroute2 chose
+    return _read_back(genl_codec.message(42, 5, 7, cmd, attrs))
 
 
 def test_weight_change_of_a_nat_real_server_stays_nat_on_the_wire() -> None:
     """SET_DEST replaces every attribute it receives: the dest we send is complete (pyroute2's
     IPVSDest defaulted to DR)."""
-    cmd, attrs = genl_codec.request_for(EditRealServer(VS, RS))
-    sent = _read_back(_as_pyroute2_sends(netlink.encoded_request(cmd, attrs)))
+    sent = _sent(EditRealServer(VS, RS))
     assert sent["cmd"] == genl_ipvs.IPVS_CMD_SET_DEST
     dest = sent.get("IPVS_CMD_ATTR_DEST")
     assert dest.get("IPVS_DEST_ATTR_FWD_METHOD") == 0  # masquerading, not 3 (route)
@@ -79,10 +65,7 @@ def test_weight_change_of_a_nat_real_server_stays_nat_on_the_wire() -> None:
 def test_service_requests_carry_scheduler_timeout_and_only_the_persistent_flag() -> None:
     """IPVSService's defaults (wlc, flags mask 0xffff) never reach the kernel."""
     spec = VirtualServerSpec(VS, scheduler="rr", persistence_timeout_s=300)
-    cmd, attrs = genl_codec.request_for(EditVirtualServer(spec))
-    svc = _read_back(_as_pyroute2_sends(netlink.encoded_request(cmd, attrs))).get(
-        "IPVS_CMD_ATTR_SERVICE"
-    )
+    svc = _sent(EditVirtualServer(spec)).get("IPVS_CMD_ATTR_SERVICE")
     assert svc.get("IPVS_SVC_ATTR_SCHED_NAME") == "rr"
     assert svc.get("IPVS_SVC_ATTR_TIMEOUT") == 300
     flags = svc.get("IPVS_SVC_ATTR_FLAGS")
@@ -90,39 +73,100 @@ def test_service_requests_carry_scheduler_timeout_and_only_the_persistent_flag()
     assert svc.get("IPVS_SVC_ATTR_PROTOCOL") == socket.IPPROTO_TCP
 
 
+class _AddrPool:
+    def __init__(self) -> None:
+        self.next = 100
+        self.freed: list[int] = []
+
+    def alloc(self) -> int:
+        self.next += 1
+        return self.next
+
+    def free(self, addr: int, ban: int = 0) -> None:
+        self.freed.append(addr)
+
+
+class _Queues:
+    """pyroute2's message queue: the datagrams answering each sequence number."""
+
+    def __init__(self) -> None:
+        self.queues: dict[int, asyncio.Queue[bytes]] = {}
+
+    def ensure_tag(self, tag: int) -> None:
+        self.queues.setdefault(tag, asyncio.Queue())
+
+    async def get(self, tag: int) -> bytes:
+        return await self.queues[tag].get()
+
+    def free_tag(self, tag: int) -> None:
+        del self.queues[tag]
+
+    def put(self, tag: int, data: bytes) -> None:
+        if tag in self.queues:
+            self.queues[tag].put_nowait(data)
+
+
 class RecordingSocket:
-    """Stands in for pyroute2's AsyncIPVS socket: records the requests as pyroute2 would send
-    them, and how many were in flight at once."""
+    """Stands in for pyroute2's AsyncIPVS socket (the parts the adapter uses: the family, the
+    address pool, the message queue, send): records each request as the kernel reads it, and
+    answers like the kernel, a moment later, in datagrams routed by sequence number."""
 
     prid = 42
 
-    def __init__(self, fail_with: Exception | None = None) -> None:
+    def __init__(self, fail_with: int | OSError | None = None) -> None:
         self.calls: list[tuple[int, int, Any]] = []
-        self.fail_with = fail_with
-        self.answers: dict[int, list[Any]] = {}  # command -> the messages the kernel answers
+        self.fail_with = fail_with  # an errno the kernel answers with, or an OSError on send
+        self.answers: dict[int, list[bytes]] = {}  # command -> the messages the kernel answers
+        self.addr_pool = _AddrPool()
+        self.msg_queue = _Queues()
         self.active = 0
         self.max_active = 0
         self.closed = False
 
-    async def nlm_request(self, msg: Any, msg_type: int, msg_flags: int) -> AsyncIterator[Any]:
-        sent = _read_back(_as_pyroute2_sends(msg, msg_type, msg_flags))
-        self.calls.append((sent["cmd"], msg_flags, sent))
-        return self._answer(sent["cmd"])
-
-    async def _answer(self, cmd: int) -> AsyncIterator[Any]:
+    def send(self, data: bytes) -> int:
+        if isinstance(self.fail_with, OSError):
+            raise self.fail_with
+        size, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data)
+        assert size == len(data) and kind == self.prid
+        sent = _read_back(data)
+        self.calls.append((sent["cmd"], flags, sent))
         self.active += 1
         self.max_active = max(self.max_active, self.active)
-        try:
-            await asyncio.sleep(0.002)  # the kernel's turn: another request could start now
-            if self.fail_with is not None:
-                raise self.fail_with
-            for answer in self.answers.get(cmd, []):
-                yield answer
-        finally:
-            self.active -= 1
+        asyncio.get_running_loop().call_later(0.002, self._answer, sent["cmd"], flags, seq)
+        return len(data)
+
+    def _answer(self, cmd: int, flags: int, seq: int) -> None:
+        """The kernel's turn (another request could have started meanwhile)."""
+        self.active -= 1
+        if isinstance(self.fail_with, int):
+            self.msg_queue.put(seq, _error(seq, self.fail_with))
+            return
+        if flags & genl_codec.NLM_F_DUMP:
+            messages = [_with_seq(m, seq) for m in self.answers.get(cmd, [])]
+            # two datagrams, as a large dump is: the end of the dump comes in the second
+            half = len(messages) // 2
+            self.msg_queue.put(seq, b"".join(messages[:half]))
+            self.msg_queue.put(seq, b"".join(messages[half:]) + _done(seq))
+        else:
+            self.msg_queue.put(seq, _error(seq, 0))  # the ACK
 
     def close(self) -> None:
         self.closed = True
+
+
+def _with_seq(message: bytes, seq: int) -> bytes:
+    data = bytearray(message)
+    struct.pack_into("=I", data, 8, seq)
+    return bytes(data)
+
+
+def _error(seq: int, code: int) -> bytes:
+    """NLMSG_ERROR: 0 is an ACK; the request's header follows the (negative) errno."""
+    return struct.pack("=IHHIIi", 36, genl_codec.NLMSG_ERROR, 0, seq, 0, -code) + bytes(16)
+
+
+def _done(seq: int) -> bytes:
+    return struct.pack("=IHHIIi", 20, genl_codec.NLMSG_DONE, genl_codec.NLM_F_MULTI, seq, 0, 0)
 
 
 def _adapter(sock: RecordingSocket) -> netlink.NetlinkIpvs:
@@ -167,28 +211,29 @@ async def test_adapter_keeps_one_request_in_flight() -> None:
 
 
 async def test_kernel_errors_are_mapped_and_a_broken_socket_is_replaced() -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    sock = RecordingSocket(fail_with=NetlinkError(17, "File exists"))
+    sock = RecordingSocket(fail_with=17)  # EEXIST
     adapter = _adapter(sock)
     with pytest.raises(IpvsExists):
         await adapter.apply(AddRealServer(VS, RS))
-    sock.fail_with = NetlinkError(2, "No such file or directory")
+    sock.fail_with = 2  # ENOENT
     with pytest.raises(IpvsNotFound):
         await adapter.apply(DeleteRealServer(VS, RS.key))
+    assert not sock.closed  # the kernel answered: the socket is fine
     sock.fail_with = OSError(105, "No buffer space available")
     with pytest.raises(IpvsTransient):
         await adapter.apply(EditRealServer(VS, RS))
     assert sock.closed  # ENOBUFS: the socket is dropped, the next request opens a new one
     assert adapter._socket is None
+    assert sock.msg_queue.queues == {}  # every request's queue freed
+    assert sock.addr_pool.freed == [101, 102, 103]  # and its sequence number
     await adapter.close()
 
 
-def _received(op: Any) -> Any:
-    """A message as pyroute2 hands it over: parsed from the bytes the kernel sent (a dump answer
-    carries the same attributes as the request that made the entry)."""
+def _received(op: Any) -> bytes:
+    """A dump answer as the kernel sends it (it carries the same attributes as the request that
+    made the entry)."""
     cmd, attrs = genl_codec.request_for(op)
-    return _read_back(genl_codec.message(42, 2, 1, cmd, attrs))
+    return genl_codec.message(42, genl_codec.NLM_F_MULTI, 1, cmd, attrs)
 
 
 async def test_a_dump_reads_our_virtual_servers_and_their_real_servers_only() -> None:
