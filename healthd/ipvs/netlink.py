@@ -156,6 +156,9 @@ class NetlinkIpvs:
         finally:
             with contextlib.suppress(KeyError):
                 queue.free_tag(seq)
-            sock.addr_pool.free(seq, ban=0xFF)  # as pyroute2's own requests do
+            # Free at once: pyroute2's own requests ban a number for the next 255, and every
+            # allocation then walks that list (23 µs per request against 1.5 on a server).  No
+            # late answer can come for it: a request not read to its end drops the socket.
+            sock.addr_pool.free(seq)
             if not done:
                 self._disconnect()
