@@ -24,6 +24,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,33 @@ class Daemon:
             shutil.copy(self.log_path, keep_in / self.log_path.name)
 
 
+class RssSampler:
+    """The main process's VmRSS every half second from the start: when the peak comes (start-up,
+    the table's build, the steady state) and what it is then."""
+
+    def __init__(self, pid: int, started: float) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._pid, self._started = pid, started
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            rss = status_kb(self._pid, "VmRSS")
+            if rss:
+                self.samples.append((round(time.monotonic() - self._started, 1), rss))
+
+    def finish(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        if not self.samples:
+            return {}
+        peak_at, peak = max(self.samples, key=lambda s: s[1])
+        return {"peak_kb": peak, "peak_at_s": peak_at, "last_kb": self.samples[-1][1],
+                "series": self.samples[::4]}  # fmt: skip
+
+
 def wait_populated(watch: IpvsWatch, daemon: Daemon, n: int, limit_s: float) -> float | None:
     """Seconds from the daemon's start until all N destinations are in with weight > 0."""
     deadline = daemon.started + limit_s
@@ -209,6 +237,7 @@ def run_case(
     sink = Sink(sink_bin, RS_ADDR, BASE, n, check_type, work)
     daemon = Daemon(kind, check_type, n, work, args)
     out: dict[str, Any] = {"daemon": kind, "check": check_type, "n": n}
+    sampler = RssSampler(daemon.proc.pid, daemon.started)
     try:
         out["startup_s"] = wait_populated(watch, daemon, n, args.startup_limit)
         if out["startup_s"] is None:
@@ -242,10 +271,12 @@ def run_case(
             out["detection"] = detection(
                 watch, sink, n, args.kills, args.detect_limit, random.Random(n)
             )
+        out["main_rss_kb"] = sampler.finish()
         out["peak_rss_kb"] = {str(p): status_kb(p, "VmHWM") for p in daemon.pids()}
         out["peak_rss_total_kb"] = sum(out["peak_rss_kb"].values())
         out["scheduled_per_s"] = n / 1.0
     finally:
+        sampler.finish()
         try:
             daemon.stop(keep_in=args.json.parent)
         finally:  # never leave the sink holding its ports for the next case
