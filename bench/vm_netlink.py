@@ -14,10 +14,10 @@ to tell the cost of the netlink path from the cost of a reconcile pass around it
 healthd is measured on its real path: a ``Reconciler`` pass (dump, plan, apply one request at a
 time, dump again) over the adapter the daemon uses (``healthd.ipvs.genl``), with a desired table
 of N destinations (the policy is left out: it is not netlink).  ``--pyroute2 M`` adds the
-pyroute2 adapter on M destinations for reference (it is ~20x slower).  ``ipvsadm -R`` gets the
-same rules as ``-A``/``-a`` (build) or ``-e`` (weights) lines on stdin.  CPU is process time
-(user+sys; for ipvsadm, of the child), wall time is also given; the table is checked after
-every step and cleared between methods.
+pyroute2 adapter on M destinations (a smaller table: it was ~20x slower before session 6).
+``ipvsadm -R`` gets the same rules as ``-A``/``-a`` (build) or ``-e`` (weights) lines on stdin.
+CPU is process time (user+sys; for ipvsadm, of the child), wall time is also given; the table
+is checked after every step and cleared between methods.
 """
 
 from __future__ import annotations

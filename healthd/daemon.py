@@ -91,7 +91,7 @@ class Daemon(Operations):
         )
         self.stopping = asyncio.Event()
         # host: systemd notify/watchdog, the event log, notify commands (healthd/host.py)
-        self.host = Host(lambda: self.config, dry_run=self.dry_run)
+        self.host = Host(lambda: self.config, lambda: self.runtime.servers(), dry_run=self.dry_run)
 
     @property
     def book(self) -> HealthBook:

@@ -38,9 +38,19 @@ def summary(config: Config, states: Mapping[tuple[str, str], str], ready: bool) 
     )
 
 
+ServerIndex = Mapping[tuple[str, str], tuple[VirtualServerConfig, RealServerConfig]]
+
+
 class Host:
-    def __init__(self, config: Callable[[], Config], *, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        servers: Callable[[], ServerIndex],
+        *,
+        dry_run: bool = False,
+    ) -> None:
         self._config = config
+        self._servers = servers  # (vs, rs) names -> their config (the runtime's index)
         self._dry_run = dry_run
         self.events = EventLog(config().events.file)
         self.notifier = Notifier(
@@ -86,17 +96,10 @@ class Host:
                 touched[vs.name] = vs
         status = book.status()
         for vs in touched.values():
-            members = [status.get((vs.name, rs.name), UNKNOWN).health for rs in vs.real_servers]
+            members = [status.get(rs_id, UNKNOWN).health for rs_id in vs.rs_ids]
             up = members.count(Health.UP)
             reason = f"{up} of {len(members)} real servers up"
             self.notifier.pool(vs, members, reason)
-
-    def _servers(self) -> dict[tuple[str, str], tuple[VirtualServerConfig, RealServerConfig]]:
-        return {
-            rs_id: (vs, rs)
-            for vs in self._config().virtual_servers
-            for rs, rs_id in zip(vs.real_servers, vs.rs_ids, strict=True)
-        }
 
     # ---- reconcile -----------------------------------------------------------------------------
 

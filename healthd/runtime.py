@@ -122,7 +122,7 @@ class Runtime:
             out = {rs_id: st.health.value for rs_id, st in status.items()}
         else:  # a health change: its real servers only
             out = {rs_id: status[rs_id].health.value for rs_id in only if rs_id in status}
-        index = self._index()
+        index = self.servers()
         for rs_id, override in active.items():
             if rs_id in out:
                 vs, rs = index[rs_id]
@@ -131,8 +131,9 @@ class Runtime:
                 out[rs_id] = shown_state(status[rs_id].health, override, seen)
         return out
 
-    def _index(self) -> dict[RealServerId, tuple[VirtualServerConfig, RealServerConfig]]:
-        """(virtual server, real server) names -> their config, for the current config."""
+    def servers(self) -> dict[RealServerId, tuple[VirtualServerConfig, RealServerConfig]]:
+        """(virtual server, real server) names -> their config, for the current config (built
+        once per config)."""
         if self._indexed is not self.config:
             self._by_id = {
                 rs_id: (vs, rs)

@@ -337,16 +337,15 @@ class Scheduler:
         slot.task = self._loop.create_task(self._run_task(slot, probe))
 
     async def _run_task(self, slot: _Slot, probe: Callable[[], Awaitable[ProbeResult]]) -> None:
+        result = None
         try:
             result = await probe()
         finally:
-            slot.task = None
-            self.in_flight -= 1
-            self._start_waiting()
-        self._done(slot, result)
+            self._finished(slot, result)
 
     def _finished(self, slot: _Slot, result: ProbeResult | None) -> None:
-        """A connect in progress ended (None: cancelled, no result)."""
+        """A probe waiting on the network ended, a task or a connect in progress (None:
+        cancelled, no result)."""
         slot.task = None
         self.in_flight -= 1
         self._start_waiting()

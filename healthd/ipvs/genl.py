@@ -136,34 +136,25 @@ class GenlIpvs:
     async def _exchange(
         self, sock: socket.socket, data: bytes, seq: int, what: object
     ) -> list[bytes]:
-        done = False
+        answer = c.Answer(seq)
         try:
             sock.send(data)
-            out: list[bytes] = []
             while True:
                 try:
                     chunk = sock.recv(RECV_BUFFER)
                 except BlockingIOError:
                     await _readable(sock)
                     continue
-                for kind, _flags, mseq, msg in c.split_messages(chunk):
-                    if mseq != seq:
-                        continue  # a late answer to an abandoned request
-                    if kind == c.NLMSG_ERROR:
-                        code = c.error_code(msg)
-                        done = True
-                        if code:
-                            raise from_errno(code, str(what))
-                        return out
-                    if kind == c.NLMSG_DONE:
-                        done = True
-                        return out
-                    out.append(msg)
+                if answer.feed(chunk):
+                    break
         except OSError as exc:
             raise IpvsTransient(f"{what}: {exc}", exc.errno or 0) from exc
         finally:
-            if not done:  # an error or a cancellation half-way: start over on a fresh socket
+            if answer.error is None:  # an error or a cancellation half-way: a fresh socket
                 self._reset()
+        if answer.error:
+            raise from_errno(answer.error, str(what))
+        return answer.messages
 
 
 async def _readable(sock: socket.socket) -> None:

@@ -307,6 +307,33 @@ def split_messages(data: bytes) -> list[tuple[int, int, int, bytes]]:
     return out
 
 
+class Answer:
+    """The answer to one request, fed the datagrams that came in until it is complete: its data
+    messages, then an ACK or the end of a dump (``error`` 0) or the kernel's errno.  Messages of
+    another sequence number (a late answer to an abandoned request) are skipped."""
+
+    __slots__ = ("error", "messages", "seq")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.messages: list[bytes] = []
+        self.error: int | None = None  # None: not complete yet
+
+    def feed(self, data: bytes) -> bool:
+        """Take one datagram; True once the answer is complete."""
+        for kind, _flags, seq, msg in split_messages(data):
+            if seq != self.seq:
+                continue
+            if kind == NLMSG_ERROR:
+                self.error = error_code(msg)
+                return True
+            if kind == NLMSG_DONE:
+                self.error = 0
+                return True
+            self.messages.append(msg)
+        return False
+
+
 def error_code(msg: bytes) -> int:
     """The (positive) errno of an NLMSG_ERROR message, 0 for an ACK."""
     return -int(_I32.unpack_from(msg, 16)[0])

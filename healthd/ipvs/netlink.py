@@ -41,7 +41,6 @@ from healthd.ipvs.dumps import TableReader
 from healthd.ipvs.errors import (
     NEEDS_ROOT,
     UNAVAILABLE,
-    IpvsError,
     IpvsTransient,
     IpvsUnavailable,
     from_errno,
@@ -127,30 +126,15 @@ class NetlinkIpvs:
         seq = sock.addr_pool.alloc()
         queue = sock.msg_queue
         queue.ensure_tag(seq)  # pyroute2 queues datagrams answering ``seq`` here
-        done = False
+        answer = genl_codec.Answer(seq)
         try:
             sock.send(
                 genl_codec.message(sock.prid, genl_codec.NLM_F_REQUEST | flags, seq, cmd, attrs)
             )
-            out: list[bytes] = []
-            while True:
-                for kind, _flags, mseq, msg in genl_codec.split_messages(await queue.get(seq)):
-                    if mseq != seq:
-                        continue
-                    if kind == genl_codec.NLMSG_ERROR:
-                        done = True  # the kernel's answer: the socket is fine
-                        code = genl_codec.error_code(msg)
-                        if code:
-                            raise from_errno(code, what)
-                        return out
-                    if kind == genl_codec.NLMSG_DONE:
-                        done = True
-                        return out
-                    out.append(msg)
+            while not answer.feed(await queue.get(seq)):
+                pass
         except OSError as exc:  # ENOBUFS and friends leave the socket unusable
             raise IpvsTransient(f"{what}: {exc}", exc.errno or 0) from exc
-        except IpvsError:
-            raise
         except Exception as exc:  # pyroute2 internals; never kill the daemon
             raise IpvsTransient(f"{what}: {exc!r}") from exc
         finally:
@@ -160,5 +144,8 @@ class NetlinkIpvs:
             # allocation then walks that list (23 µs per request against 1.5 on a server).  No
             # late answer can come for it: a request not read to its end drops the socket.
             sock.addr_pool.free(seq)
-            if not done:
+            if answer.error is None:  # not read to its end (the kernel's error is an end)
                 self._disconnect()
+        if answer.error:
+            raise from_errno(answer.error, what)
+        return answer.messages

@@ -237,6 +237,23 @@ def test_fwmark_service_dump() -> None:
     assert spec == VirtualServerSpec(VirtualServerKey.for_fwmark(9, 4), "sh")
 
 
+def test_an_answer_takes_its_own_messages_until_the_end_or_an_error() -> None:
+    """What both adapters read a request's answer with, datagram by datagram."""
+    late = c.NLMSGHDR.pack(20, 42, c.NLM_F_MULTI, 6, 0) + b"late"  # an abandoned request's
+    ours = [c.NLMSGHDR.pack(20, 42, c.NLM_F_MULTI, 7, 0) + bytes([n]) * 4 for n in (1, 2)]
+    done = struct.pack("=IHHIIi", 20, c.NLMSG_DONE, c.NLM_F_MULTI, 7, 0, 0)
+    answer = c.Answer(7)
+    assert not answer.feed(late + ours[0]) and answer.error is None
+    assert answer.feed(ours[1] + done)
+    assert (answer.error, answer.messages) == (0, ours)
+    refused = c.Answer(8)
+    assert refused.feed(struct.pack("=IHHIIi", 36, c.NLMSG_ERROR, 0, 8, 0, -17) + bytes(16))
+    assert (refused.error, refused.messages) == (17, [])
+    acked = c.Answer(9)
+    assert acked.feed(struct.pack("=IHHIIi", 36, c.NLMSG_ERROR, 0, 9, 0, 0) + bytes(16))
+    assert acked.error == 0
+
+
 # ---- the socket protocol, against a fake kernel on a socketpair ------------------------------
 
 
