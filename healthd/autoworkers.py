@@ -24,7 +24,7 @@ from healthd.checkspec import ProbeResult
 from healthd.scheduler import DelayFn, ResultFn, Scheduler
 from healthd.state import ProbeKey
 from healthd.workerpolicy import BUSY_WINDOWS, WINDOW_S, auto_workers
-from healthd.workers import WorkerPool
+from healthd.workers import DelayBatchFn, WorkerPool
 
 log = logging.getLogger("healthd.workers")
 
@@ -47,6 +47,7 @@ class AutoScheduler:
         *,
         max_concurrent: int = 1024,
         on_delay: DelayFn | None = None,
+        on_delays: DelayBatchFn | None = None,
         cpus: int | None = None,
         cpu_clock: Callable[[], float] = time.process_time,
         window_s: float = WINDOW_S,
@@ -55,7 +56,7 @@ class AutoScheduler:
         self._keys = list(dict.fromkeys(probes))
         self._on_result = on_result
         self._max_concurrent = max_concurrent
-        self._on_delay = on_delay
+        self._on_delays = on_delays
         self._cpus = usable_cpus() if cpus is None else cpus
         self._cpu_clock = cpu_clock
         self._window_s = window_s
@@ -147,5 +148,5 @@ class AutoScheduler:
             self._on_result,
             workers=workers,
             max_concurrent=self._max_concurrent,
-            on_delay=self._on_delay,
+            on_delays=self._on_delays,
         )

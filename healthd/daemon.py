@@ -35,7 +35,7 @@ from healthd.operations import Operations, settle_heap
 from healthd.overrides import RealServerId, unexpired
 from healthd.reconciler import PassResult, Reconciler
 from healthd.runtime import Runtime
-from healthd.state import HealthBook, Outcome, ProbeKey
+from healthd.state import NO_CHANGE, HealthBook, Outcome, ProbeKey
 from healthd.workers import scheduler_for
 
 log = logging.getLogger("healthd")
@@ -88,6 +88,7 @@ class Daemon(Operations):
             self.on_result,
             max_concurrent=self.config.max_concurrent_probes,
             on_delay=self.metrics.observe_schedule_delay,
+            on_delays=self.metrics.merge_schedule_delays,
         )
         self.stopping = asyncio.Event()
         # host: systemd notify/watchdog, the event log, notify commands (healthd/host.py)
@@ -106,10 +107,13 @@ class Daemon(Operations):
         return self.runtime.desired(time.time())
 
     def on_result(self, key: ProbeKey, result: ProbeResult) -> None:
-        outcome = self.runtime.record(key, result, time.time())
+        runtime = self.runtime
+        outcome = runtime.record(key, result, time.time())
         if outcome is None:
             return  # the probe left the config with a reload
-        self.metrics.observe_probe(self.book.probes[key], result)
+        self.metrics.observe_probe(runtime.book.probes[key], result)
+        if outcome is NO_CHANGE:
+            return  # nearly every result: the same verdict again
         self._log_outcome(key, outcome)
         if outcome.real_server_changes:
             changed = [c.real_server for c in outcome.real_server_changes]

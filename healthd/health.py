@@ -48,6 +48,9 @@ TRANSITIONS: dict[tuple[Health, bool], Transition] = {
 }
 
 
+_UP, _DOWN = Health.UP, Health.DOWN
+
+
 @dataclass(frozen=True, slots=True)
 class CheckState:
     health: Health
@@ -69,6 +72,10 @@ def initial(timing: CheckTiming) -> CheckState:
 
 def step(state: CheckState, ok: bool, timing: CheckTiming) -> CheckState:
     """The state after one probe result."""
+    if (state.health is _UP if ok else state.health is _DOWN) and not (
+        state.successes or state.failures
+    ):
+        return state  # confirmed again (nearly every result): nothing to count
     rule = TRANSITIONS[(state.health, ok)]
     if rule.counts is None:
         return _state(state.health)

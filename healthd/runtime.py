@@ -77,9 +77,9 @@ class Runtime:
 
     def record(self, key: ProbeKey, result: ProbeResult, now: float) -> Outcome | None:
         """Feed a probe result; None if the probe left the config meanwhile (a reload)."""
-        if key not in self.book.probes:
-            return None
         outcome = self.book.record(key, result)
+        if outcome is None:
+            return None
         for change in outcome.real_server_changes:
             self.since[change.real_server] = now
         return outcome

@@ -77,6 +77,9 @@ class Outcome:
     real_server_changes: tuple[RealServerChange, ...] = ()
 
 
+NO_CHANGE = Outcome()  # what nearly every result brings: one object for all of them
+
+
 @dataclass
 class HealthBook:
     # tuples, not lists: one per probe and one per real server, never appended to after
@@ -143,16 +146,21 @@ class HealthBook:
             return result
         return dataclasses.replace(result, duration_s=duration_s)
 
-    def record(self, key: ProbeKey, result: ProbeResult) -> Outcome:
-        before = self.states[key]
+    def record(self, key: ProbeKey, result: ProbeResult) -> Outcome | None:
+        """What this result changed (``NO_CHANGE``: nothing); None for a probe not in the book
+        (it left the config with a reload while it ran)."""
+        before = self.states.get(key)
+        if before is None:
+            return None
         after = health.step(before, result.ok, key.timing)
-        self.states[key] = after
+        if after is not before:
+            self.states[key] = after
         last = self._last.get(key)
         if last is None or not last.says_the_same_as(result):
             self._last[key] = result
         self._duration_s[key] = result.duration_s
         if after.health is before.health:
-            return Outcome()
+            return NO_CHANGE
         change = CheckChange(key, before.health, after.health, result)
         rs_changes = []
         for rs_id in dict.fromkeys((s.virtual_server, s.real_server) for s in self.probes[key]):

@@ -4,8 +4,9 @@ When one core cannot run every probe on schedule, or the main event loop is busy
 reconcile passes and scrapes of a large config, the probes move to ``N`` worker processes
 (``python -m healthd.workers``).  Each worker runs an ordinary ``Scheduler`` over its share of the
 probes and sends results back in batches (a pickle per batch, at most every ``FLUSH_S``); the
-main process hands every result and every schedule delay to the same callbacks as the in-process
-scheduler does, so health, metrics and the reconciler do not know the difference.
+main process hands every result to the same callback as the in-process scheduler does, so health,
+metrics and the reconciler do not know the difference.  Schedule delays come bucketed
+(``healthd.histogram``, one histogram per batch) and go to ``on_delays`` in one call.
 
 * Probes are spread over workers by count; a probe stays on its worker across ``update()``.
 * A worker that dies is started again (after 1 s, then up to 30 s) with the same probes; its
@@ -17,8 +18,8 @@ scheduler does, so health, metrics and the reconciler do not know the difference
 
 Protocol (length-prefixed pickles; the workers are our own children, nothing else writes here):
 main -> worker ``("add", [(id, ProbeKey), ...])``, ``("remove", [id, ...])``; worker -> main
-``(in_flight, [(id, ok, reason, detail, duration_s, http_status, tls_not_after), ...], [delay,
-...])``.
+``(in_flight, [(id, ok, reason, detail, duration_s, http_status, tls_not_after), ...],
+(delay_counts, delay_count, delay_total_s))`` (counts per bucket of ``DELAY_BUCKETS_S``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from healthd.checkspec import ProbeResult, Reason
+from healthd.histogram import DELAY_BUCKETS_S, Histogram
 from healthd.scheduler import DelayFn, ProbeRunner, ResultFn, Scheduler
 from healthd.state import ProbeKey
 
@@ -48,6 +50,7 @@ STOP_S = 5.0  # a worker that has not exited this long after its input closed is
 _LEN = struct.Struct("!I")
 _REASONS = {r.value: r for r in Reason}
 ResultRow = tuple[int, bool, str, str, float, int | None, float | None]
+DelayBatchFn = Callable[[Sequence[int], int, float], None]  # counts per bucket, count, sum
 
 
 def _frame(message: Any) -> bytes:
@@ -80,10 +83,11 @@ class WorkerPool(Scheduler):
         workers: int,
         max_concurrent: int = 1024,
         jitter: float = 0.1,
-        on_delay: DelayFn | None = None,
+        on_delays: DelayBatchFn | None = None,
         command: list[str] | None = None,
     ) -> None:
-        super().__init__([], on_result, max_concurrent=max_concurrent, on_delay=on_delay)
+        super().__init__([], on_result, max_concurrent=max_concurrent)
+        self._on_delays = on_delays
         self._keys = list(dict.fromkeys(probes))
         self._worker_concurrency = max(1, max_concurrent // workers)
         self._jitter = jitter
@@ -181,10 +185,11 @@ class WorkerPool(Scheduler):
             self.in_flight = sum(w.in_flight for w in self._workers)
             self._deliver(worker, rows, delays)
 
-    def _deliver(self, worker: _Worker, rows: list[ResultRow], delays: list[float]) -> None:
-        if self._on_delay is not None:
-            for delay in delays:
-                self._on_delay(delay)
+    def _deliver(
+        self, worker: _Worker, rows: list[ResultRow], delays: tuple[list[int], int, float]
+    ) -> None:
+        if self._on_delays is not None and delays[1]:
+            self._on_delays(*delays)
         for key_id, ok, reason, detail, duration, status, not_after in rows:
             key = self._by_id.get(key_id)
             if key is None or self._owner.get(key_id) is not worker:
@@ -238,7 +243,7 @@ class _Batcher:
         self._scheduler = scheduler
         self._ids: dict[ProbeKey, int] = {}
         self._rows: list[ResultRow] = []
-        self._delays: list[float] = []
+        self._delays = Histogram(DELAY_BUCKETS_S)
         self._timer: asyncio.TimerHandle | None = None
 
     def on_result(self, key: ProbeKey, r: ProbeResult) -> None:
@@ -250,7 +255,7 @@ class _Batcher:
         self._due()
 
     def on_delay(self, delay: float) -> None:
-        self._delays.append(delay)
+        self._delays.observe(delay)
         self._due()
 
     def _due(self) -> None:
@@ -264,8 +269,12 @@ class _Batcher:
             self._timer.cancel()
             self._timer = None
         in_flight = self._scheduler[0].in_flight if self._scheduler else 0
-        self._out.write(_frame((in_flight, self._rows, self._delays)))  # buffered, never blocks
-        self._rows, self._delays = [], []
+        delays = self._delays
+        # buffered, never blocks
+        self._out.write(
+            _frame((in_flight, self._rows, (delays.counts, delays.count, delays.total)))
+        )
+        self._rows, self._delays = [], Histogram(DELAY_BUCKETS_S)
 
 
 class _Output(asyncio.Protocol):
@@ -345,17 +354,26 @@ def scheduler_for(
     *,
     max_concurrent: int,
     on_delay: DelayFn | None = None,
+    on_delays: DelayBatchFn | None = None,
 ) -> ProbeRunner:
     """The in-process scheduler (``workers == 0``), a pool of that many worker processes, or
-    ``"auto"``: in process until the daemon gets busy (``autoworkers``)."""
+    ``"auto"``: in process until the daemon gets busy (``autoworkers``).  Schedule delays go to
+    ``on_delay`` one by one from probes in this process, to ``on_delays`` in bucketed batches
+    from probe workers."""
     if workers == "auto":
         from healthd.autoworkers import AutoScheduler
 
-        return AutoScheduler(probes, on_result, max_concurrent=max_concurrent, on_delay=on_delay)
+        return AutoScheduler(
+            probes,
+            on_result,
+            max_concurrent=max_concurrent,
+            on_delay=on_delay,
+            on_delays=on_delays,
+        )
     if workers <= 0:
         return Scheduler(probes, on_result, max_concurrent=max_concurrent, on_delay=on_delay)
     return WorkerPool(
-        probes, on_result, workers=workers, max_concurrent=max_concurrent, on_delay=on_delay
+        probes, on_result, workers=workers, max_concurrent=max_concurrent, on_delays=on_delays
     )
 
 

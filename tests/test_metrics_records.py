@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from healthd.checkspec import HttpCheck, ProbeResult, Reason, ScriptCheck, TcpCheck
+from healthd.histogram import Histogram
 from healthd.metrics.records import (
     DURATION_LADDER_S,
     CheckRecord,
-    Histogram,
     StateTracker,
     duration_buckets,
     failure_reasons,
@@ -75,6 +77,26 @@ def test_histogram_is_cumulative_and_counts_everything(values: list[float]) -> N
     assert h.total == sum(values)
     for bound, count in zip(h.bounds, h.cumulative, strict=True):
         assert count == sum(1 for v in values if v <= bound)
+
+
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=20.0), max_size=40),
+    st.lists(st.floats(min_value=0.0, max_value=20.0), max_size=40),
+)
+def test_a_merged_histogram_is_the_histogram_of_both_sets_of_values(
+    mine: list[float], theirs: list[float]
+) -> None:
+    bounds = duration_buckets(10.0)
+    merged, other, both = Histogram(bounds), Histogram(bounds), Histogram(bounds)
+    for v in mine:
+        merged.observe(v)
+        both.observe(v)
+    for v in theirs:
+        other.observe(v)
+        both.observe(v)
+    merged.merge(other.counts, other.count, other.total)
+    assert (merged.cumulative, merged.count) == (both.cumulative, both.count)
+    assert math.isclose(merged.total, both.total, abs_tol=1e-9)
 
 
 def result(ok: bool, reason: Reason = Reason.OK, **extra: object) -> ProbeResult:

@@ -14,7 +14,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from healthd.metrics.records import Histogram
+from healthd.histogram import Histogram
 from healthd.metrics.text import Family, label_block, le_labels, present, render
 
 NAMES = ["virtual_server", "real_server"]
@@ -139,7 +139,7 @@ def test_histograms_match_the_library_and_line_by_line() -> None:
     les = le_labels(bounds)
     blocks = [label_block(NAMES, ("v", "r%d")), label_block(NAMES, ("v", 'x"'))]
     for total in (23.5, math.inf, 0):
-        values = [Histogram(bounds, [1, 3, 3], 4, total), Histogram(bounds, [0, 0, 2], 2, 0.5)]
+        values = [Histogram(bounds, [1, 2, 0], 4, total), Histogram(bounds, [0, 0, 2], 2, 0.5)]
         ours = Family("healthd_d_seconds", "histogram", "Durations")
         ours.start()
         ours.histograms(blocks, values, les)

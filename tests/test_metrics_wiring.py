@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from healthd.autoworkers import AutoScheduler
 from healthd.config import parse_text
 from healthd.daemon import Daemon
+from healthd.histogram import DELAY_BUCKETS_S
 from healthd.ipvs.errors import IpvsExists, IpvsNotFound, IpvsTransient
 from healthd.ipvs.fake import FakeIpvs
 from healthd.metrics import Metrics, TimedPort
@@ -161,11 +162,18 @@ async def test_schedule_delay_in_flight_and_workers_are_wired(tmp_path: Path) ->
     assert inner._on_delay is not None
     inner._on_delay(0.2)
     daemon.scheduler.workers = 2  # as after a move to 2 worker processes
+    # what a worker pool would hand over: a batch of two delays of at most 1 ms
+    on_delays = daemon.scheduler._on_delays
+    assert on_delays is not None
+    on_delays([2] + [0] * (len(DELAY_BUCKETS_S) - 1), 2, 0.0015)
     s = scrape(daemon.metrics)
     assert s[("healthd_checks_in_flight", frozenset())] == 5
     assert s[("healthd_probe_workers", frozenset())] == 2
-    assert s[("healthd_check_schedule_delay_seconds_count", frozenset())] == 1
-    assert s[("healthd_check_schedule_delay_seconds_bucket", frozenset({("le", "0.1")}))] == 0
+    assert s[("healthd_check_schedule_delay_seconds_count", frozenset())] == 3
+    assert s[("healthd_check_schedule_delay_seconds_sum", frozenset())] == pytest.approx(0.2015)
+    assert s[("healthd_check_schedule_delay_seconds_bucket", frozenset({("le", "0.001")}))] == 2
+    assert s[("healthd_check_schedule_delay_seconds_bucket", frozenset({("le", "0.1")}))] == 2
+    assert s[("healthd_check_schedule_delay_seconds_bucket", frozenset({("le", "0.25")}))] == 3
 
 
 # Measured series counts: one virtual server with real servers of one check each (timeout 1 s,

@@ -17,6 +17,7 @@ from healthd.autoworkers import AutoScheduler
 from healthd.checkspec import CheckTiming, ProbeResult, Reason, Target, TcpCheck
 from healthd.config import ConfigError
 from healthd.config.parse import parse_text
+from healthd.histogram import DELAY_BUCKETS_S, Histogram
 from healthd.scheduler import Scheduler
 from healthd.state import ProbeKey
 from healthd.workers import WorkerPool, scheduler_for
@@ -34,13 +35,13 @@ async def test_results_and_delays_come_back_from_the_workers(
     listener: int, refused_port: int
 ) -> None:
     got: list[tuple[int, Reason, str]] = []
-    delays: list[float] = []
+    delays = Histogram(DELAY_BUCKETS_S)
 
     def on_result(key: ProbeKey, result: ProbeResult) -> None:
         got.append((key.target.port, result.reason, result.detail))
 
     pool = WorkerPool(
-        [tcp_key(listener), tcp_key(refused_port)], on_result, workers=2, on_delay=delays.append
+        [tcp_key(listener), tcp_key(refused_port)], on_result, workers=2, on_delays=delays.merge
     )
     task = asyncio.create_task(pool.run())
     try:
@@ -54,7 +55,7 @@ async def test_results_and_delays_come_back_from_the_workers(
     assert (listener, Reason.OK, f"TCP connect 127.0.0.1:{listener}: connected") in got
     assert (refused_port, Reason.REFUSED, f"TCP connect 127.0.0.1:{refused_port}: "
             "connection refused") in got  # fmt: skip
-    assert pool.completed == len(got) and len(delays) >= len(got)
+    assert pool.completed == len(got) and delays.count >= len(got)
     assert not any(alive(pid) for pid in pids)  # stopping stops the workers
 
 

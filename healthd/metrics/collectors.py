@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from itertools import repeat
 
 from healthd.config.types import Config
+from healthd.histogram import Histogram
 from healthd.metrics.layout import Layouts, PooledId, ServerLayout
 from healthd.metrics.records import (
     CheckId,
     CheckRecord,
-    Histogram,
     RealServerHistory,
     RealServerId,
     StateTracker,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,13 +22,17 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
 
 from healthd import __version__
 from healthd.checkspec import ProbeResult
 from healthd.config.types import Config
+from healthd.histogram import DELAY_BUCKETS_S
+from healthd.histogram import Histogram as Buckets
 from healthd.ipvs.port import IpvsPort
 from healthd.metrics.collectors import ChecksCollector, Clock, PoolCollector, Sources
 from healthd.metrics.instrumented import NETLINK_OPERATIONS, TimedPort, watch_event_loop
@@ -42,7 +46,6 @@ from healthd.metrics.records import (
     StateTracker,
     duration_buckets,
 )
-from healthd.metrics.records import Histogram as Buckets
 from healthd.reconciler import PassResult
 from healthd.state import HealthBook, Subscriber
 
@@ -51,12 +54,25 @@ NETLINK_BUCKETS_S = (
     *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025),
     *(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
-LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LOOP_LAG_PERIOD_S = 0.5
 
 
 def _max_timeout(config: Config) -> float:
     return max((check.timing.timeout_s for _, check in checks_of(config)), default=1.0)
+
+
+class HistogramCollector:
+    """One unlabelled histogram family from a ``healthd.histogram.Histogram``."""
+
+    def __init__(self, name: str, documentation: str, histogram: Buckets) -> None:
+        self._name, self._doc, self._histogram = name, documentation, histogram
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        h = self._histogram
+        les = [floatToGoString(b) for b in h.bounds]  # type: ignore[no-untyped-call]
+        buckets = list(zip(les, h.cumulative, strict=True))
+        buckets.append(("+Inf", h.count))
+        yield HistogramMetricFamily(self._name, self._doc, buckets=buckets, sum_value=h.total)
 
 
 class Metrics:
@@ -72,6 +88,7 @@ class Metrics:
         # metrics.check_duration, fixed at start like the buckets: durations per check, or by
         # (virtual server, check) in ``pooled``, or not at all
         self.granularity = sources.config().metrics.check_duration
+        self._pooling = self.granularity == "per_virtual_server"
         self.pooled: dict[PooledId, Buckets] = {}
         self.tracker = StateTracker()
         self.registry = r = CollectorRegistry(auto_describe=True)
@@ -134,14 +151,19 @@ class Metrics:
         self.loop_lag = Histogram(
             "healthd_event_loop_lag_seconds",
             f"How late the event loop runs a task due every {LOOP_LAG_PERIOD_S:g}s",
-            buckets=LAG_BUCKETS_S,
+            buckets=DELAY_BUCKETS_S,
             registry=r,
         )
-        self.schedule_delay = Histogram(
-            "healthd_check_schedule_delay_seconds",
-            "How late probes start against their schedule (loop lag, concurrency limit)",
-            buckets=LAG_BUCKETS_S,
-            registry=r,
+        # Every probe's delay, thousands a second, most of them from probe workers in batches
+        # already bucketed: our own numbers, not a prometheus_client Histogram (a lock and two
+        # increments per value).
+        self.schedule_delay = Buckets(DELAY_BUCKETS_S)
+        r.register(
+            HistogramCollector(
+                "healthd_check_schedule_delay_seconds",
+                "How late probes start against their schedule (loop lag, concurrency limit)",
+                self.schedule_delay,
+            )
         )
         in_flight = Gauge("healthd_checks_in_flight", "Probes running now", registry=r)
         in_flight.set_function(lambda: float(sources.in_flight()))
@@ -222,14 +244,15 @@ class Metrics:
 
     def observe_probe(self, subscribers: Iterable[Subscriber], result: ProbeResult) -> None:
         now = self._wall()
+        records = self.records
         for s in subscribers:
-            record = self.records.get(s)  # a Subscriber is its (vs, rs, check) tuple
+            record = records.get(s)  # a Subscriber is its (vs, rs, check) tuple
             if record is None:
                 own = self.granularity == "per_real_server"
                 record = CheckRecord(Buckets(self.duration_buckets) if own else None)
-                self.records[s] = record
+                records[s] = record
             record.observe(result, now)
-            if self.granularity == "per_virtual_server":
+            if self._pooling:
                 pool = (s.virtual_server, s.check)
                 pooled = self.pooled.get(pool)
                 if pooled is None:
@@ -258,6 +281,10 @@ class Metrics:
 
     def observe_schedule_delay(self, delay_s: float) -> None:
         self.schedule_delay.observe(delay_s)
+
+    def merge_schedule_delays(self, counts: Sequence[int], count: int, total_s: float) -> None:
+        """A probe worker's batch of schedule delays, bucketed by ``DELAY_BUCKETS_S``."""
+        self.schedule_delay.merge(counts, count, total_s)
 
     # ---- wiring helpers -----------------------------------------------------------------
 

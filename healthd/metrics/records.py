@@ -10,9 +10,10 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from healthd.checkspec import CheckSpec, HttpCheck, ProbeResult, Reason, ScriptCheck, TcpCheck
+from healthd.histogram import Histogram
 
 CheckId = tuple[str, str, str]  # (virtual server, real server, check) names
 RealServerId = tuple[str, str]  # (virtual server, real server) names
@@ -78,26 +79,6 @@ def _reasons(kind: str, https: bool = False, body: bool = False) -> tuple[str, .
     else:
         reasons = (Reason.TIMEOUT, Reason.EXIT, Reason.SIGNAL, Reason.ERROR)
     return tuple(r.value for r in reasons)
-
-
-@dataclass(slots=True)
-class Histogram:
-    """A classic histogram: cumulative counts per upper bound, then the +Inf count and sum."""
-
-    bounds: tuple[float, ...]
-    cumulative: list[int] = field(default_factory=list)
-    count: int = 0
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.cumulative:
-            self.cumulative = [0] * len(self.bounds)
-
-    def observe(self, value: float) -> None:
-        for i in range(bisect.bisect_left(self.bounds, value), len(self.bounds)):
-            self.cumulative[i] += 1
-        self.count += 1
-        self.total += value
 
 
 @dataclass(slots=True)
