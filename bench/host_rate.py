@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +84,34 @@ def enter_host_bench(cpu: int | None = None) -> None:
 def record_delays(daemon: Any) -> list[float]:
     """Every probe's schedule delay from now on, in a list (one append per probe), next to the
     daemon's own observer of them."""
+    from healthd.histogram import DELAY_BUCKETS_S
+    from healthd.workers import WorkerPool
+
     delays: list[float] = []
     record = delays.append
-    observe = daemon.scheduler._on_delay
+    scheduler = daemon.scheduler
+    if isinstance(scheduler, WorkerPool):
+        # Workers send their delays bucketed: each one counts as its bucket's upper bound
+        # (above the last bound: as 2x the last bound), so the percentiles are bounds.
+        merge = scheduler._on_delays
+        assert merge is not None
+
+        def on_delays(counts: Sequence[int], count: int, total_s: float) -> None:
+            for bound, c in zip(DELAY_BUCKETS_S, counts, strict=True):
+                delays.extend([bound] * c)
+            delays.extend([2 * DELAY_BUCKETS_S[-1]] * (count - sum(counts)))
+            merge(counts, count, total_s)
+
+        scheduler._on_delays = on_delays
+        return delays
+    observe = scheduler._on_delay
     assert observe is not None
 
     def on_delay(delay: float) -> None:
         record(delay)
         observe(delay)
 
-    daemon.scheduler._on_delay = on_delay
+    scheduler._on_delay = on_delay
     return delays
 
 

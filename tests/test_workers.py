@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ from healthd.config.parse import parse_text
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
 from healthd.scheduler import Scheduler
 from healthd.state import ProbeKey
-from healthd.workers import WorkerPool, scheduler_for
+from healthd.workers import SETTLED_FLUSH_S, WorkerPool, _Batcher, scheduler_for
 
 
 def alive(pid: int) -> bool:
@@ -194,3 +197,66 @@ async def test_stopping_a_busy_worker_is_quick_and_clean(refused_port: int) -> N
         await task
     assert loop.time() - started < 3
     assert proc.returncode == 0  # it exited by itself at the end of its input, not killed
+
+
+class _Frames:
+    """A worker's output pipe: the batches written, unpickled, with the loop time of each."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[tuple[object, ...]]]] = []
+
+    def write(self, data: bytes) -> None:
+        _in_flight, rows, _delays = pickle.loads(data[4:])
+        self.batches.append((asyncio.get_running_loop().time(), rows))
+
+
+async def test_a_result_that_may_change_a_verdict_is_sent_at_once_a_settled_one_later() -> None:
+    # rise 2, fall 3: after more than 3 results in a row with one outcome, a further one can
+    # change no verdict, whatever state the daemon holds
+    key = ProbeKey(TcpCheck(), Target("127.0.0.1", 1), CheckTiming(1.0, 0.5, rise=2, fall=3))
+    out = _Frames()
+    batcher = _Batcher(out, [])
+    batcher._ids[key] = 7
+    ok = ProbeResult(True, Reason.OK, "connected", 0.001)
+    failed = ProbeResult(False, Reason.REFUSED, "connection refused", 0.001)
+    loop = asyncio.get_running_loop()
+
+    async def send(result: ProbeResult) -> float:
+        """Loop seconds until the batch holding ``result`` was written."""
+        before, t0 = len(out.batches), loop.time()
+        batcher.on_result(key, result)
+        await until(lambda: len(out.batches) > before, timeout_s=5.0)
+        assert [row[1] for row in out.batches[-1][1]] == [result.ok]
+        return out.batches[-1][0] - t0
+
+    for _ in range(3):  # the first results of a probe: each could change its verdict
+        assert await send(ok) < SETTLED_FLUSH_S / 2
+    settled = await send(ok)  # the fourth OK in a row changes nothing
+    assert settled >= SETTLED_FLUSH_S * 0.9
+    # the first failure after a run of OKs, and the next ones up to fall, go out at once
+    for _ in range(3):
+        assert await send(failed) < SETTLED_FLUSH_S / 2
+    assert await send(failed) >= SETTLED_FLUSH_S * 0.9
+    # a settled result waiting in a batch does not hold back one that matters
+    batcher.on_result(key, failed)
+    await asyncio.sleep(0.01)
+    before, t0 = len(out.batches), loop.time()
+    batcher.on_result(key, ok)
+    await until(lambda: len(out.batches) > before, timeout_s=5.0)
+    assert [row[1] for row in out.batches[-1][1]] == [False, True]
+    assert out.batches[-1][0] - t0 < SETTLED_FLUSH_S / 2
+
+
+async def test_stopping_the_workers_logs_no_error(
+    listener: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[int] = []
+    pool = WorkerPool([tcp_key(listener)], lambda k, r: seen.append(1), workers=2)
+    task = asyncio.create_task(pool.run())
+    await until(lambda: len(seen) >= 2)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    gc.collect()  # a future whose exception nobody retrieved is reported when collected
+    await asyncio.sleep(0.05)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
