@@ -99,13 +99,15 @@ class CpuWindow:
 
     def __init__(self, pids: Sequence[int]) -> None:
         self.pids = list(pids)
-        self.cpu0 = tree_cpu_seconds(self.pids)
+        self.each0 = [cpu_seconds(p) for p in self.pids]
+        self.cpu0 = sum(self.each0)
         self.sched0 = sum(sched_cpu_seconds(p) for p in self.pids)
         self.opens0 = tcp_counter("PassiveOpens")
         self.wall0 = time.monotonic()
 
-    def finish(self) -> dict[str, float]:
-        cpu = tree_cpu_seconds(self.pids) - self.cpu0
+    def finish(self) -> dict[str, Any]:
+        each = [cpu_seconds(p) - c for p, c in zip(self.pids, self.each0, strict=True)]
+        cpu = sum(each)
         sched = sum(sched_cpu_seconds(p) for p in self.pids) - self.sched0
         opens = tcp_counter("PassiveOpens") - self.opens0
         wall = time.monotonic() - self.wall0
@@ -113,6 +115,10 @@ class CpuWindow:
             "wall_s": wall,
             "cpu_s": cpu,
             "cpu_pct": 100.0 * cpu / wall,
+            # by pid, in the order given (a daemon's main process first)
+            "cpu_pct_per_process": {
+                str(p): round(100.0 * c / wall, 1) for p, c in zip(self.pids, each, strict=True)
+            },
             "checks": opens,
             "checks_per_s": opens / wall,
             "cpu_ms_per_check": 1000.0 * cpu / opens if opens else math.nan,

@@ -343,6 +343,7 @@ def main() -> int:
                     det = result.get("detection", {}).get("down_s", {})
                     log(
                         f"  startup {result['startup_s']}s, CPU {w['cpu_pct']:.1f}% "
+                        f"(by process {list(w['cpu_pct_per_process'].values())}) "
                         f"{w['checks_per_s']:.0f} checks/s {w['cpu_ms_per_check']:.3f} ms/check, "
                         f"sink {w['sink_cpu_pct']:.1f}%, RSS {result['peak_rss_total_kb']} kB, "
                         f"down p50 {det.get('p50')} p99 {det.get('p99')}"

@@ -41,6 +41,10 @@ RETRY_AFTER_ERROR_S = 1.0
 # thousands of lines, and their logging cost more than the kernel requests themselves; every
 # real server's own state change is logged anyway, and the event log keeps every operation.
 LOGGED_OPS_PER_PASS = 100
+# A pass of many operations lets the loop run (probes due, results, scrapes) this often: the
+# adapters read an answer the kernel has ready without a trip through the loop, so a pass of
+# 1 000 adds would otherwise hold it for its whole length (seconds in the test VM).
+APPLY_SLICE_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +211,11 @@ class Reconciler:
         failed: list[tuple[Op, str]] = []
         as_asked = True
         unlogged: dict[str, int] = {}
+        slice_end = time.monotonic() + APPLY_SLICE_S
         for op in ops:
+            if time.monotonic() > slice_end:
+                await asyncio.sleep(0)
+                slice_end = time.monotonic() + APPLY_SLICE_S
             kind = op_kind(op)
             try:
                 # asyncio.timeout, not wait_for: no task per op, so an answer the kernel has

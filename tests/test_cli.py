@@ -153,6 +153,8 @@ virtual_servers:
     try:
         good = 'healthd_real_server_state{real_server="good",state="up",virtual_server="web"}'
         dead = 'healthd_real_server_state{real_server="dead",state="down",virtual_server="web"}'
+        # the desired weight is the latest reconcile pass's: it follows the verdict a pass later
+        weight = 'healthd_real_server_desired_weight{real_server="good",virtual_server="web"}'
         deadline = time.monotonic() + 15
         values: dict[str, float] = {}
         while time.monotonic() < deadline:
@@ -161,10 +163,9 @@ virtual_servers:
                 values = scrape(metrics_port)
             except OSError:
                 continue
-            if values.get(good) == 1 and values.get(dead) == 1:
+            if values.get(good) == 1 and values.get(dead) == 1 and values.get(weight) == 1:
                 break
         assert values.get(good) == 1 and values.get(dead) == 1, values
-        weight = 'healthd_real_server_desired_weight{real_server="good",virtual_server="web"}'
         assert values[weight] == 1
         attempts = (
             'healthd_check_attempts_total{check="http",real_server="dead",virtual_server="web"}'

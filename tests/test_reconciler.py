@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Collection
 
 import pytest
@@ -385,3 +386,45 @@ async def test_a_mass_change_logs_the_first_operations_then_counts_the_rest(
     ]
     assert len(debug) == n + 1 - LOGGED_OPS_PER_PASS  # every one is still there, at debug level
     assert all(m.startswith("kernel: add real server") for m in debug)
+
+
+class SlowPort(FakeIpvs):
+    """The kernel answering each request at once, but each taking 1 ms (no trip through the
+    loop, like the adapters reading an answer already on the socket)."""
+
+    async def apply(self, op: Op) -> None:
+        time.sleep(0.001)
+        await super().apply(op)
+
+
+async def test_a_long_pass_lets_the_event_loop_run_between_slices() -> None:
+    n = 60
+    want = {
+        VS: DesiredVirtualServer(
+            VirtualServerSpec(VS, "rr"),
+            {
+                RealServerKey(f"10.1.0.{i + 1}", 80): DesiredRealServer(
+                    RealServerSpec(RealServerKey(f"10.1.0.{i + 1}", 80), Forwarding.NAT, 1),
+                    why="configured",
+                )
+                for i in range(n)
+            },
+        )
+    }
+    port = SlowPort()
+    rec = Reconciler(port=port, desired=lambda: want, interval_s=1)
+    seen: list[int] = []  # real servers in the table each time the loop got to run
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        table = port.snapshot([VS]).get(VS)
+        seen.append(len(table.real_servers) if table else 0)
+        if len(seen) < 1000:
+            loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    result = await rec.reconcile_once()
+    assert result.ok and len(result.applied) == n + 1
+    during = [k for k in seen if 0 < k < n]
+    # the loop ran while the pass was half-way, several times (every ~5 ms of a ~60 ms pass)
+    assert len(set(during)) >= 3

@@ -39,7 +39,6 @@ from healthd.model import (
 )
 
 NETLINK_GENERIC = 16
-RECV_BUFFER = 1 << 20
 SOCKET_BUFFER = 4 << 20
 
 
@@ -141,7 +140,7 @@ class GenlIpvs:
             sock.send(data)
             while True:
                 try:
-                    chunk = sock.recv(RECV_BUFFER)
+                    chunk = sock.recv(c.RECV_BUFFER)
                 except BlockingIOError:
                     await _readable(sock)
                     continue

@@ -45,6 +45,9 @@ GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
 CTRL_ATTR_FAMILY_NAME = 2
+# A read of an answer: the kernel makes no netlink datagram larger than 32 KiB (a dump fills up
+# to the reader's last buffer size, capped there); a smaller buffer would truncate one.
+RECV_BUFFER = 1 << 16
 
 # IPVS
 IPVS_GENL_NAME = b"IPVS\0"
