@@ -12,6 +12,7 @@ with an RST at once, so the timeout never comes into play in these runs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 VIP = "10.99.0.1"
 VPORT = 80
@@ -97,3 +98,22 @@ def keepalived_config(
     lines.append("}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def dry_run_daemon(workdir: Path, *, n: int, check: str, **settings: Any) -> Any:
+    """healthd's ``Daemon`` (dry-run table, nothing started) on a config of ``n`` real servers
+    on 127.0.0.1 from port 10000 (the host micro-benchmarks; healthd imported here only)."""
+    from healthd import config as config_mod
+    from healthd.daemon import Daemon
+    from healthd.ipvs.dryrun import DryRunIpvs
+
+    path = healthd_config(
+        workdir / "healthd.yaml",
+        addr="127.0.0.1",
+        base=10000,
+        n=n,
+        check=check,
+        workdir=workdir,
+        **settings,
+    )
+    return Daemon(config_mod.load(str(path)), DryRunIpvs(), dry_run=True)

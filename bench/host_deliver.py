@@ -27,12 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from configs import healthd_config
+from configs import dry_run_daemon
 
-from healthd import config as config_mod
 from healthd.checkspec import ProbeResult, Reason
-from healthd.daemon import Daemon
-from healthd.ipvs.dryrun import DryRunIpvs
 from healthd.workers import WorkerPool, _Batcher
 
 
@@ -67,17 +64,7 @@ def frames(pool: WorkerPool, batches: int, fail_every: int) -> list[bytes]:
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        path = healthd_config(
-            Path(tmp) / "h.yaml",
-            addr="127.0.0.1",
-            base=10000,
-            n=args.n,
-            check=args.check,
-            workdir=Path(tmp),
-            workers=1,
-        )
-        config = config_mod.load(str(path))
-        daemon = Daemon(config, DryRunIpvs(), dry_run=True)
+        daemon = dry_run_daemon(Path(tmp), n=args.n, check=args.check, workers=1)
         pool = daemon.scheduler
         assert isinstance(pool, WorkerPool)
         pool._running = True

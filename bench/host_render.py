@@ -27,12 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from configs import healthd_config
+from configs import dry_run_daemon
 
-from healthd import config as config_mod
 from healthd.checkspec import ProbeResult, Reason
 from healthd.daemon import Daemon
-from healthd.ipvs.dryrun import DryRunIpvs
 
 
 def feed(daemon: Daemon, round_: int, fail_every: int) -> None:
@@ -46,17 +44,9 @@ def feed(daemon: Daemon, round_: int, fail_every: int) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        path = healthd_config(
-            Path(tmp) / "h.yaml",
-            addr="127.0.0.1",
-            base=10000,
-            n=args.n,
-            check=args.check,
-            workdir=Path(tmp),
-            workers=0,
-            check_duration=args.check_duration,
+        daemon = dry_run_daemon(
+            Path(tmp), n=args.n, check=args.check, workers=0, check_duration=args.check_duration
         )
-        daemon = Daemon(config_mod.load(str(path)), DryRunIpvs(), dry_run=True)
         feed(daemon, 0, args.fail_every)
         await daemon.reconciler.reconcile_once()
         times, size = [], 0
