@@ -78,9 +78,11 @@ WAKE_SLACK_S = 0.001
 # A probe may also start up to this much early, at most EARLY_FRACTION of its interval, to share
 # a wake-up with the one before: every wake-up costs a trip through the loop and an epoll_wait,
 # as much again as the TCP probe itself when probes are spread thin (10 ms of a 1 s interval:
-# -19% CPU per check at 1000 real servers; the interval's own jitter is 100 ms).
-EARLY_S = 0.010
-EARLY_FRACTION = 0.02
+# -19% CPU per check at 1000 real servers; 40 ms, with half the probes in each of two workers:
+# -10 to -15% of the workers' CPU at 5 000 checks/s on the host; the interval's own jitter is
+# 100 ms).
+EARLY_S = 0.040
+EARLY_FRACTION = 0.05
 
 
 class _Slot:
