@@ -6,7 +6,9 @@ flight overflow its receive buffer, ACKs are dropped and it hangs).  pyroute2 ow
 it binds it, resolves the IPVS family, hands out each request's sequence number (its address
 pool) and queues every datagram the kernel sends by the sequence number it answers (its message
 queue).  Each request's bytes are ``genl_codec``'s, and the adapter reads its answer's datagrams
-from pyroute2's queue and splits them into messages with the codec, as the raw adapter does.
+from the socket as soon as it has sent the request (the kernel has answered by then), from
+pyroute2's queue only what is not there yet, and splits them into messages with the codec, as
+the raw adapter does.
 
 Measured on the way (docs/benchmarks.md): pyroute2's blocking socket on a thread competed for
 the GIL with the busy event loop (1 000 destinations took 58-90 s to build in the test VM, 7 s
