@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +57,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def tree_cpu_seconds(pids: Sequence[int]) -> float:
-    return sum(cpu_seconds(p) for p in pids)
 
 
 def sched_cpu_seconds(pid: int) -> float:
@@ -265,3 +261,15 @@ def conditions() -> dict[str, Any]:
         "vm": os.environ.get("HEALTHD_VM") == "1",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def print_profile(work: Callable[[], object], top: int = 25) -> None:
+    """Run ``work`` once under cProfile and print the ``top`` functions by their own time."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    work()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)

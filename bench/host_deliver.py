@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import logging
 import pickle
-import pstats
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import print_profile
 from configs import dry_run_daemon
 
 from healthd.checkspec import ProbeResult, Reason
@@ -89,11 +88,7 @@ async def run(args: argparse.Namespace) -> None:
             f"{args.repeat})"
         )
         if args.profile:
-            prof = cProfile.Profile()
-            prof.enable()
-            deliver()
-            prof.disable()
-            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            print_profile(deliver)
 
 
 def main() -> int:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import logging
-import pstats
 import statistics
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import print_profile
 from configs import dry_run_daemon
 
 from healthd.checkspec import ProbeResult, Reason
@@ -64,11 +63,7 @@ async def run(args: argparse.Namespace) -> None:
         )
         if args.profile:
             feed(daemon, 0, args.fail_every)
-            prof = cProfile.Profile()
-            prof.enable()
-            daemon.metrics.exposition()
-            prof.disable()
-            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            print_profile(daemon.metrics.exposition)
 
 
 def main() -> int:
@@ -80,7 +75,7 @@ def main() -> int:
     parser.add_argument(
         "--check-duration",
         default="per_real_server",
-        choices=["per_real_server", "per_virtual_server", "none"],
+        choices=["per_real_server", "per_virtual_server", "off"],
     )
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()

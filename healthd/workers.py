@@ -258,16 +258,17 @@ class _Batcher:
         self._out = out
         self._scheduler = scheduler
         self._ids: dict[ProbeKey, int] = {}
-        # per probe: its latest outcome and how many results in a row have had it
-        self._streaks: dict[ProbeKey, tuple[bool, int]] = {}
+        # per probe id: its latest outcome and how many results in a row have had it
+        self._streaks: dict[int, tuple[bool, int]] = {}
         self._rows: list[ResultRow] = []
         self._delays = Histogram(DELAY_BUCKETS_S)
         self._timer: asyncio.TimerHandle | None = None
         self._due_at = math.inf  # loop time the pending batch is due
 
     def forget(self, key: ProbeKey) -> None:
-        self._ids.pop(key, None)
-        self._streaks.pop(key, None)
+        key_id = self._ids.pop(key, None)
+        if key_id is not None:
+            self._streaks.pop(key_id, None)
 
     def on_result(self, key: ProbeKey, r: ProbeResult) -> None:
         key_id = self._ids.get(key)
@@ -275,9 +276,9 @@ class _Batcher:
             return
         row = (key_id, r.ok, r.reason.value, r.detail, r.duration_s, r.http_status, r.tls_not_after)
         self._rows.append(row)
-        last_ok, run = self._streaks.get(key, (not r.ok, 0))
+        last_ok, run = self._streaks.get(key_id, (not r.ok, 0))
         run = run + 1 if last_ok is r.ok else 1
-        self._streaks[key] = (r.ok, run)
+        self._streaks[key_id] = (r.ok, run)
         timing = key.timing
         self._due(SETTLED_FLUSH_S if run > max(timing.rise, timing.fall) else FLUSH_S)
 
