@@ -7,10 +7,10 @@ uniformly over the first interval, later runs are jittered by +-``jitter`` of th
 The hot path costs no task and no future: a TCP check with the built-in probe is started
 synchronously (``probes.tcp.tcp_start``), and when the handshake is already decided (a near
 backend, an immediate refusal) its result is handled on the spot.  A connect still in progress
-waits for its socket to become writable and for a timer (``_Connecting``: two loop handles, no
-task, no coroutine, no future: 1.1 KB per probe in flight, the probe's slot included, against
-3.2 KB as a task with its frames and its ``asyncio.timeout``; in a busy loop with backends a
-network away nearly every connect is still in progress when ``tcp_start`` returns).  Every
+goes to the scheduler's ``probes.connects.ConnectWaiter`` (one epoll set for all of them, one
+timer per distinct timeout; no task, no coroutine, no future, no loop handle per connect; with
+backends a network away nearly every connect is still in progress when ``tcp_start`` returns).
+Every
 other probe (HTTP, scripts, an injected ``probe`` function) runs as a task, with its timeout
 enforced by cancellation (``asyncio.timeout``).  Either way a hung backend leaves no task or
 socket behind.  At most ``max_concurrent`` probes wait on the network at once; due probes
@@ -35,7 +35,8 @@ from typing import Protocol
 
 from healthd.checkspec import CheckSpec, ProbeResult, Reason, Target, TcpCheck
 from healthd.probes import run_probe, timeout_result
-from healthd.probes.tcp import PendingConnect, tcp_result, tcp_start
+from healthd.probes.connects import ConnectWaiter, Waiting
+from healthd.probes.tcp import tcp_start
 from healthd.state import ProbeKey
 
 log = logging.getLogger("healthd.scheduler")
@@ -95,51 +96,7 @@ class _Slot:
         self.due = due
         self.fast = fast  # a TCP check with the built-in probe: started synchronously
         self.live = True  # False once removed by update() or the end of run()
-        self.task: asyncio.Task[None] | _Connecting | None = None
-
-
-class _Connecting:
-    """A TCP connect in progress, waited for with the loop's callbacks rather than a task: the
-    socket's writability ends it with its result, the timer with a timeout, ``cancel`` (a
-    removed probe, the end of ``run``) with nothing.  The socket is closed in every case."""
-
-    __slots__ = ("fd", "pending", "scheduler", "slot", "timer")
-
-    def __init__(self, scheduler: Scheduler, slot: _Slot, pending: PendingConnect) -> None:
-        loop = scheduler._loop
-        assert loop is not None
-        self.scheduler = scheduler
-        self.slot = slot
-        self.pending = pending
-        self.fd = pending.sock.fileno()
-        loop.add_writer(self.fd, self._writable)
-        self.timer = loop.call_at(loop.time() + slot.key.timing.timeout_s, self._timed_out)
-
-    def _writable(self) -> None:
-        pending = self.pending
-        try:
-            result = tcp_result(pending)
-        except Exception as exc:
-            result = self.scheduler._crashed(self.slot.key, exc, pending.start)
-        self._release()
-        self.scheduler._finished(self.slot, result)
-
-    def _timed_out(self) -> None:
-        self._release()
-        key = self.slot.key
-        result = timeout_result(key.spec, key.target, key.timing.timeout_s)
-        self.scheduler._finished(self.slot, result)
-
-    def cancel(self) -> None:
-        self._release()
-        self.scheduler._finished(self.slot, None)
-
-    def _release(self) -> None:
-        loop = self.scheduler._loop
-        if loop is not None:
-            loop.remove_writer(self.fd)
-        self.timer.cancel()
-        self.pending.close()
+        self.task: asyncio.Task[None] | Waiting[_Slot] | None = None
 
 
 class Scheduler:
@@ -179,10 +136,12 @@ class Scheduler:
         self._waking = False  # inside _wake: it arms the timer once at its end
         self._held = False  # hold(): no probe starts
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._connects: ConnectWaiter[_Slot] | None = None  # while running
 
     async def run(self) -> None:
         """Probe until cancelled; cancelling stops every probe and cleans it up."""
         self._loop = asyncio.get_running_loop()
+        self._connects = ConnectWaiter(self._loop, self._finished)
         self._slots = {}
         try:
             self.update(self._keys)
@@ -204,6 +163,8 @@ class Scheduler:
                     running.cancel()
                     if isinstance(running, asyncio.Task):
                         tasks.append(running)
+            self._connects.close()
+            self._connects = None
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def update(self, keys: Iterable[ProbeKey]) -> tuple[int, int]:
@@ -320,14 +281,15 @@ class Scheduler:
             if isinstance(started, ProbeResult):
                 self._done(slot, started)
                 return
+            assert self._connects is not None
             try:
-                connecting = _Connecting(self, slot, started)
-            except Exception as exc:  # the loop refused the socket: never leak it
+                waiting = self._connects.wait(slot, started, key.timing.timeout_s)
+            except Exception as exc:  # epoll refused the socket: never leak it
                 started.close()
                 self._done(slot, self._crashed(key, exc, started.start))
                 return
             self.in_flight += 1
-            slot.task = connecting
+            slot.task = waiting
         else:
             self._spawn(slot, functools.partial(self.probe_once, key))
 

@@ -29,3 +29,17 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def stalled_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: new SYNs go unanswered, so a connect to it
+    stays in progress for as long as a test needs."""
+    from probing import full_listener
+
+    server, fillers = full_listener(3)
+    try:
+        yield server.getsockname()[1]
+    finally:
+        for sock in (server, *fillers):
+            sock.close()

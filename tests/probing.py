@@ -1,8 +1,9 @@
-"""Helpers shared by the tests of the scheduler's process placement (workers, auto)."""
+"""Helpers shared by the host tests of the scheduler, the probe workers and the TCP probe."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 
 from healthd.checkspec import CheckTiming, Target, TcpCheck
@@ -18,3 +19,19 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():
             await asyncio.sleep(0.02)
+
+
+def full_listener(fillers: int) -> tuple[socket.socket, list[socket.socket]]:
+    """A loopback listener with a backlog of 0 and ``fillers`` connects queued on it: with 3, its
+    accept queue is full and new SYNs go unanswered; with 2, one more connect stays in progress
+    until two are accepted (then the SYN sent again after ~1 s completes it).  The caller closes
+    the listener and the fillers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = [socket.socket() for _ in range(fillers)]
+    for filler in queued:
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+    return server, queued

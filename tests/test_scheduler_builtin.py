@@ -9,11 +9,10 @@ import contextlib
 import itertools
 import os
 import random
-import socket
 import time
-from collections.abc import Iterator
 
 import pytest
+from probing import full_listener
 
 from healthd.checkspec import CheckTiming, HttpCheck, ProbeResult, Reason, Target, TcpCheck
 from healthd.scheduler import Scheduler
@@ -22,23 +21,6 @@ from healthd.state import ProbeKey
 
 def tcp_key(port: int, interval_s: float = 0.1, timeout_s: float = 0.05) -> ProbeKey:
     return ProbeKey(TcpCheck(), Target("127.0.0.1", port), CheckTiming(interval_s, timeout_s))
-
-
-@pytest.fixture
-def stalled_port() -> Iterator[int]:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(0)
-        port: int = server.getsockname()[1]
-        fillers = [socket.socket() for _ in range(3)]
-        for filler in fillers:
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-        try:
-            yield port
-        finally:
-            for filler in fillers:
-                filler.close()
 
 
 async def run_for(scheduler: Scheduler, seconds: float) -> None:
@@ -94,14 +76,8 @@ async def test_a_connect_in_progress_times_out_and_leaves_nothing(stalled_port: 
 async def test_a_connect_in_progress_that_completes_is_ok_without_a_task() -> None:
     """A listener whose accept queue is full leaves the probe's connect in progress; once the
     queue has room, the retransmitted SYN (after ~1 s) completes it."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
+    server, fillers = full_listener(2)
     port = server.getsockname()[1]
-    fillers = [socket.socket() for _ in range(2)]
-    for filler in fillers:
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
     got: list[ProbeResult] = []
     fds = len(os.listdir("/proc/self/fd"))
     s = Scheduler([tcp_key(port, 5.0, 4.0)], lambda k, r: got.append(r), rng=LowestRandom())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,26 +16,6 @@ from healthd.probes.tcp import PendingConnect, probe_tcp, tcp_start, tcp_wait
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def stalled_port() -> Iterator[int]:
-    """A listening port whose accept queue is full: new SYNs go unanswered."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(0)
-        port: int = server.getsockname()[1]
-        fillers = []
-        for _ in range(3):
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
-        try:
-            yield port
-        finally:
-            for filler in fillers:
-                filler.close()
 
 
 def test_a_near_listener_is_decided_without_waiting() -> None:
