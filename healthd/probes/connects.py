@@ -6,8 +6,7 @@ socket (a handle, a selector key and two ``epoll_ctl`` calls per connect, and a 
 the loop's heap for its timeout), the waiter keeps its own epoll set, registered once as a
 reader of the loop:
 
-* a socket is added with one ``epoll_ctl``; closing it removes it (nothing else holds it), so a
-  finished, timed-out or cancelled connect costs no second call;
+* a socket is added and removed with one ``epoll_ctl`` each (no handle, no selector key);
 * one readiness callback reads every socket that is ready in one ``epoll_wait`` and finishes
   each; a connect that succeeded (writable, no error, no hang-up) needs no ``SO_ERROR`` read;
 * timeouts: connects with the same timeout expire in the order they started, so each timeout
@@ -160,6 +159,11 @@ class ConnectWaiter(Generic[T]):
     def _finish(self, waiting: Waiting[T], result: ProbeResult | None) -> None:
         waiting.waiter = None
         sock = waiting.pending.sock
-        self._by_fd.pop(sock.fileno(), None)
-        sock.close()  # also leaves the epoll set
+        fd = sock.fileno()
+        del self._by_fd[fd]
+        # Closing would take the socket out of the set only if no other process holds it: a
+        # child between fork and exec (a check script starting) does for a moment, and its entry
+        # would then answer for the next socket with this number.
+        self._epoll.unregister(fd)
+        sock.close()
         self._done(waiting.token, result)

@@ -179,3 +179,35 @@ async def test_a_connect_started_by_a_timeout_does_not_delay_the_next_timeout(
     assert 0.3 <= at["b"] < 0.37, at
     assert 0.4 <= at["c"] < 0.47, at
     waiter.close()
+
+
+async def test_a_socket_closed_while_a_child_holds_it_does_not_answer_for_its_successor(
+    stalled_port: int,
+) -> None:
+    """A check script's child holds every socket between fork and exec; a socket closed then
+    stays in the epoll set unless taken out first, and would answer for the next socket given
+    its number."""
+    got: Got = []
+    waiter = recorder(got)
+    mine, peer = socket.socketpair()  # writable at once
+    fd = mine.fileno()
+    first = waiter.wait("first", PendingConnect(TcpCheck(), Target("127.0.0.1", 9), mine, 0.0), 5)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # holds every descriptor until the parent is done
+        os.read(reader, 1)
+        os._exit(0)
+    try:
+        first.cancel()
+        second = start(stalled_port)
+        assert second.sock.fileno() == fd  # the number is free again, and taken
+        waiter.wait("second", second, 5.0)
+        await asyncio.sleep(0.1)  # the loop reads the epoll set a few times
+        assert [(token, result) for token, result, _ in got] == [("first", None)]
+    finally:
+        os.write(writer, b"x")
+        os.waitpid(child, 0)
+        for end in (reader, writer):
+            os.close(end)
+        peer.close()
+        waiter.close()
