@@ -70,7 +70,7 @@ def wait_moved(log_path: Path, started: float, limit_s: float) -> float | None:
     """Seconds from the start until probes.workers: auto moved the probes (None: not within
     ``limit_s``)."""
     while time.monotonic() - started < limit_s:
-        if "worker processes (probes.workers: auto" in log_path.read_text(errors="replace"):
+        if "(probes.workers: auto;" in log_path.read_text(errors="replace"):
             return round(time.monotonic() - started, 1)
         time.sleep(0.5)
     return None

@@ -112,13 +112,16 @@ class Daemon:
         """probes.workers: auto: the probes may move to workers 30 s after the start."""
         return self.kind in ("healthd:auto", "healthd-defaults")
 
-    def moved(self) -> str | None:
-        """The line where probes.workers: auto moved the probes to workers, if it did."""
+    def moves(self) -> list[str]:
+        """Every line where probes.workers: auto moved the probes (to one worker, then more)."""
         self.log.flush()
         lines = self.log_path.read_text(errors="replace").splitlines()
-        return next(
-            (line for line in lines if "worker processes (probes.workers: auto" in line), None
-        )
+        return [line for line in lines if "(probes.workers: auto;" in line]
+
+    def moved(self) -> str | None:
+        """The line where probes.workers: auto first moved the probes, if it did."""
+        moves = self.moves()
+        return moves[0] if moves else None
 
     def wait_moved(self, limit_s: float) -> float | None:
         """Seconds from the start until probes.workers: auto moved the probes (None: it did
@@ -246,6 +249,8 @@ def run_case(
             check(watch, VIP, VPORT, sh("ipvsadm", "-Ln"))
         if daemon.auto:  # past the move to workers, or the windows that would have made it
             out["moved_after_s"] = daemon.wait_moved(args.auto_limit)
+            if out["moved_after_s"] is not None:
+                time.sleep(args.settle)  # the worker's Python start, and a second move if any
         time.sleep(args.warmup)
         pids = daemon.pids()
         sink_cpu0 = cpu_seconds(sink.pid)
@@ -257,6 +262,7 @@ def run_case(
         )
         out["processes"] = len(pids)
         out["moved"] = daemon.moved()
+        out["moves"] = daemon.moves()
         out["rss_kb"] = sum(status_kb(p, "VmRSS") for p in daemon.pids())
         if args.profile and kind.startswith("healthd"):  # after the window: py-spy costs CPU too
             for pid in pids:
@@ -313,6 +319,12 @@ def main() -> int:
     )
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
     parser.add_argument("--sink", type=Path, default=ROOT / "bench" / ".build" / "tcp-sink")
+    parser.add_argument(
+        "--settle", type=float, default=45.0,
+        help="with probes.workers: auto, seconds from the first move to the window: the worker "
+        "starts (~20 s in the TCG VM) and, if it falls behind, the probes move again (two 15 s "
+        "windows); the JSON's moves say what happened",
+    )  # fmt: skip
     parser.add_argument("--profile", help="py-spy binary: profile healthd 15 s after the window")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()

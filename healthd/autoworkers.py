@@ -1,14 +1,17 @@
-"""``probes.workers: auto`` (the default): probes in the daemon's process until it gets busy.
+"""``probes.workers: auto`` (the default): probes in the daemon's process until it gets busy,
+then in one worker process, then (if one falls behind) in one per usable CPU.
 
 ``AutoScheduler`` runs the in-process ``Scheduler`` and samples the process's CPU time every
-``WINDOW_S``; when ``workerpolicy.auto_workers`` says the probes need worker processes, it
-stops the in-process scheduler and starts a ``WorkerPool`` with the same probes, once.  Health,
-metrics and the reconciler see one scheduler throughout: results go to the same callbacks, and
-``completed`` keeps counting across the move.
+``WINDOW_S``; when ``workerpolicy.first_move`` says so, it stops the in-process scheduler and
+starts a ``WorkerPool`` of one worker with the same probes.  It then samples that worker's CPU
+time (``/proc``) and the schedule delays the worker reports; when ``workerpolicy.more_workers``
+says the worker is behind for want of CPU, it replaces the pool with a larger one, once.
+Health, metrics and the reconciler see one scheduler throughout: results go to the same
+callbacks, and ``completed`` keeps counting across the moves.
 
-The move costs one gap per probe: the in-process probes stop, the workers start (a Python
-start, ~0.3 s on a server) and stagger their first runs over one interval, as at start-up.  No
-result is delivered twice, so ``fall``/``rise`` keep their meaning.
+Each move costs one gap per probe: the running probes stop, the workers start (a Python start,
+~0.3 s on a server) and stagger their first runs over one interval, as at start-up.  No result
+is delivered twice, so ``fall``/``rise`` keep their meaning.
 """
 
 from __future__ import annotations
@@ -18,15 +21,41 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from healthd.checkspec import ProbeResult
+from healthd.histogram import DELAY_BUCKETS_S, Histogram
 from healthd.scheduler import DelayFn, ResultFn, Scheduler
 from healthd.state import ProbeKey
-from healthd.workerpolicy import BUSY_WINDOWS, WINDOW_S, auto_workers
+from healthd.workerpolicy import (
+    BUSY_WINDOWS,
+    LATE_S,
+    WINDOW_S,
+    WorkerWindow,
+    first_move,
+    more_workers,
+)
 from healthd.workers import DelayBatchFn, WorkerPool
 
 log = logging.getLogger("healthd.workers")
+
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_ON_TIME = DELAY_BUCKETS_S.index(LATE_S) + 1  # buckets up to LATE_S: started on time
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system time of process ``pid`` so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
+def late_fraction(delays: Histogram) -> float:
+    """The share of the probe starts in ``delays`` more than ``LATE_S`` late."""
+    if not delays.count:
+        return 0.0
+    return (delays.count - sum(delays.counts[:_ON_TIME])) / delays.count
 
 
 def usable_cpus() -> int:
@@ -35,6 +64,9 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+PoolFactory = Callable[[list[ProbeKey], int, DelayBatchFn], WorkerPool]
 
 
 class AutoScheduler:
@@ -50,8 +82,9 @@ class AutoScheduler:
         on_delays: DelayBatchFn | None = None,
         cpus: int | None = None,
         cpu_clock: Callable[[], float] = time.process_time,
+        pid_cpu: Callable[[int], float] = process_cpu_seconds,
         window_s: float = WINDOW_S,
-        pool: Callable[[list[ProbeKey], int], Scheduler] | None = None,
+        pool: PoolFactory | None = None,
     ) -> None:
         self._keys = list(dict.fromkeys(probes))
         self._on_result = on_result
@@ -59,15 +92,18 @@ class AutoScheduler:
         self._on_delays = on_delays
         self._cpus = usable_cpus() if cpus is None else cpus
         self._cpu_clock = cpu_clock
+        self._pid_cpu = pid_cpu
         self._window_s = window_s
         self._make_pool = pool or self._worker_pool
-        self._current = Scheduler(
+        self._current: Scheduler = Scheduler(
             self._keys, on_result, max_concurrent=max_concurrent, on_delay=on_delay
         )
         self._completed_before = 0  # by the schedulers that ran before the current one
         self._progress_before = self._current.last_progress
+        self._window_delays = Histogram(DELAY_BUCKETS_S)  # the workers', this window
         self.workers = 0  # worker processes now (0: the daemon's own process)
         self.shares: list[float] = []  # the daemon's share of a core per window, while measured
+        self.worker_windows: list[WorkerWindow] = []  # since the probes moved to one worker
 
     # ---- the Scheduler interface ------------------------------------------------------------
 
@@ -91,12 +127,29 @@ class AutoScheduler:
         return await self._current.probe_once(key)
 
     async def run(self) -> None:
-        """Probe until cancelled: in this process, then (if it gets busy) in workers."""
+        """Probe until cancelled: in this process, then (if it gets busy) in one worker, then
+        (if that one falls behind) in more."""
         task = asyncio.create_task(self._current.run(), name="probes")
         try:
-            wanted = await self._watch(task) if self._cpus >= 2 else 0
-            if wanted:
-                task = await self._move(task, wanted)
+            if self._cpus >= 2 and await self._watch_daemon(task):
+                busy = " and ".join(f"{100 * s:.0f}%" for s in self.shares)
+                why = (
+                    f"this process used {busy} of a core in the last {len(self.shares)} "
+                    f"windows of {self._window_s:g}s"
+                )
+                task = await self._move(task, 1, why)
+                wanted = await self._watch_worker(task)
+                if wanted > 1:
+                    late = " and ".join(
+                        f"{100 * w.late_fraction:.1f}% of starts over {LATE_S:g}s late at "
+                        f"{100 * w.busiest_share:.0f}% of a core"
+                        for w in self.worker_windows
+                    )
+                    why = (
+                        f"the probe worker fell behind in the last {len(self.worker_windows)} "
+                        f"windows of {self._window_s:g}s ({late})"
+                    )
+                    task = await self._move(task, wanted, why)
             await task
         finally:
             task.cancel()
@@ -105,32 +158,62 @@ class AutoScheduler:
 
     # ---- measuring and moving ---------------------------------------------------------------
 
-    async def _watch(self, task: asyncio.Task[None]) -> int:
-        """Sample this process's CPU per window until the probes need workers (or ``task``
-        ends)."""
+    async def _watch_daemon(self, task: asyncio.Task[None]) -> bool:
+        """Sample this process's CPU per window until the probes need a worker (True) or
+        ``task`` ends (False)."""
         loop = asyncio.get_running_loop()
         cpu, wall = self._cpu_clock(), loop.time()
         while True:
             done, _ = await asyncio.wait({task}, timeout=self._window_s)
             if done:
-                return 0
+                return False
             now_cpu, now = self._cpu_clock(), loop.time()
             self.shares = [*self.shares, (now_cpu - cpu) / max(now - wall, 1e-9)][-BUSY_WINDOWS:]
             cpu, wall = now_cpu, now
-            wanted = auto_workers(self.shares, self._cpus)
-            if wanted:
+            if first_move(self.shares, self._cpus):
+                return True
+
+    async def _watch_worker(self, task: asyncio.Task[None]) -> int:
+        """Sample the worker's CPU and lateness per window until it needs company (the number
+        of workers wanted) or ``task`` ends (1)."""
+        loop = asyncio.get_running_loop()
+        cpu, wall = self._workers_cpu(), loop.time()
+        while True:
+            self._window_delays = Histogram(DELAY_BUCKETS_S)
+            done, _ = await asyncio.wait({task}, timeout=self._window_s)
+            if done:
+                return 1
+            now_cpu, now = self._workers_cpu(), loop.time()
+            elapsed = max(now - wall, 1e-9)
+            shares = [(now_cpu[pid] - cpu[pid]) / elapsed for pid in now_cpu if pid in cpu]
+            window = WorkerWindow(max(shares, default=0.0), late_fraction(self._window_delays))
+            self.worker_windows = [*self.worker_windows, window][-BUSY_WINDOWS:]
+            cpu, wall = now_cpu, now
+            wanted = more_workers(self.worker_windows, self._cpus)
+            if wanted > 1:
                 return wanted
 
-    async def _move(self, task: asyncio.Task[None], workers: int) -> asyncio.Task[None]:
-        busy = " and ".join(f"{100 * s:.0f}%" for s in self.shares)
+    def _workers_cpu(self) -> dict[int, float]:
+        assert isinstance(self._current, WorkerPool)
+        seconds = {}
+        for pid in self._current.pids():
+            with contextlib.suppress(OSError):  # exited meanwhile: the pool starts it again
+                seconds[pid] = self._pid_cpu(pid)
+        return seconds
+
+    def _pool_delays(self, counts: Sequence[int], count: int, total: float) -> None:
+        self._window_delays.merge(counts, count, total)
+        if self._on_delays is not None:
+            self._on_delays(counts, count, total)
+
+    async def _move(self, task: asyncio.Task[None], workers: int, why: str) -> asyncio.Task[None]:
         log.warning(
-            "probes: this process used %s of a core in the last %d windows of %gs: moving "
-            "%d probes to %d worker processes (probes.workers: auto; %d CPUs usable)",
-            busy,
-            len(self.shares),
-            self._window_s,
+            "probes: %s: moving %d probes to %d worker process%s "
+            "(probes.workers: auto; %d CPUs usable)",
+            why,
             len(self._keys),
             workers,
+            "" if workers == 1 else "es",
             self._cpus,
         )
         task.cancel()
@@ -138,15 +221,17 @@ class AutoScheduler:
             await task
         self._completed_before += self._current.completed
         self._progress_before = max(self._progress_before, self._current.last_progress)
-        self._current = self._make_pool(self._keys, workers)
+        self._current = self._make_pool(self._keys, workers, self._pool_delays)
         self.workers = workers
         return asyncio.create_task(self._current.run(), name="probe-workers")
 
-    def _worker_pool(self, keys: list[ProbeKey], workers: int) -> Scheduler:
+    def _worker_pool(
+        self, keys: list[ProbeKey], workers: int, on_delays: DelayBatchFn
+    ) -> WorkerPool:
         return WorkerPool(
             keys,
             self._on_result,
             workers=workers,
             max_concurrent=self._max_concurrent,
-            on_delays=self._on_delays,
+            on_delays=on_delays,
         )

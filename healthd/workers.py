@@ -146,6 +146,10 @@ class WorkerPool(Scheduler):
             self._send(worker, ("add", pairs))
         return (sum(len(p) for p in added.values()), sum(len(i) for i in removed.values()))
 
+    def pids(self) -> list[int]:
+        """The worker processes running now."""
+        return [w.proc.pid for w in self._workers if w.proc is not None]
+
     # ---- one worker -------------------------------------------------------------------------
 
     def _send(self, worker: _Worker, message: Any) -> None:

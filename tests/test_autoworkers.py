@@ -1,5 +1,6 @@
-"""probes.workers: auto: probes stay in the daemon's process until it is busy, then move to
-worker processes once, with results flowing throughout and none delivered twice."""
+"""probes.workers: auto: probes stay in the daemon's process until it is busy, then move to one
+worker process, and to more only when that one falls behind for want of CPU; results flow
+throughout and none is delivered twice."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import pytest
 from probing import tcp_key, until
 
 from healthd.autoworkers import AutoScheduler
-from healthd.checkspec import ProbeResult
-from healthd.scheduler import Scheduler
+from healthd.checkspec import ProbeResult, Reason
+from healthd.histogram import DELAY_BUCKETS_S, Histogram
+from healthd.scheduler import ResultFn, Scheduler
 from healthd.state import ProbeKey
-from healthd.workers import WorkerPool
+from healthd.workers import DelayBatchFn, WorkerPool
 
 
 def busy_clock(share: float) -> Callable[[], float]:
@@ -55,15 +57,15 @@ async def test_a_busy_daemon_moves_its_probes_to_workers(listener: int, refused_
     try:
         await until(lambda: len(seen.ports) >= 3)
         assert auto.workers == 0  # still in this process during the first (busy) window
-        await until(lambda: auto.workers == 2)
+        await until(lambda: auto.workers == 1)
         pool = auto._current
         assert isinstance(pool, WorkerPool)
         assert len(auto.shares) == 2 and all(0.85 < s < 0.95 for s in auto.shares)
         moved_at = auto.completed
         inline_done = inline.completed
         await until(lambda: auto.completed >= moved_at + 5)  # the workers' results arrive
-        pids = [w.proc.pid for w in pool._workers if w.proc is not None]
-        assert len(pids) == 2 and os.getpid() not in pids
+        pids = pool.pids()
+        assert len(pids) == 1 and os.getpid() not in pids
         assert inline.completed == inline_done  # the in-process probes stopped: no doubles
         # a reload reaches the workers
         auto.update([tcp_key(listener, 0.05), tcp_key(refused_port, 0.05)])
@@ -72,6 +74,10 @@ async def test_a_busy_daemon_moves_its_probes_to_workers(listener: int, refused_
         assert not any(refused) and all(
             ok for port, ok in zip(seen.ports, seen.ok, strict=True) if port == listener
         )
+        # the real worker is nearly idle and on time: it stays alone
+        await until(lambda: len(auto.worker_windows) == 2)
+        assert auto.workers == 1 and auto._current is pool
+        assert all(w.busiest_share < 0.5 for w in auto.worker_windows)
     finally:
         await stop(task)
     await until(lambda: all(w.proc is None for w in pool._workers))  # stopping stops them
@@ -94,5 +100,73 @@ async def test_the_probes_stay_in_a_quiet_daemon_or_on_one_cpu(
         await asyncio.sleep(0.5)  # ten windows
         assert auto.workers == 0 and type(auto._current) is Scheduler
         assert len(seen.ports) >= 5 and all(seen.ok)
+    finally:
+        await stop(task)
+
+
+class LatePool(WorkerPool):
+    """Stands in for the worker processes: every 20 ms, a result per probe and a batch of
+    schedule delays, all ``delay_s`` late."""
+
+    def __init__(
+        self, keys: list[ProbeKey], on_result: ResultFn, workers: int, on_delays: DelayBatchFn,
+        delay_s: float,
+    ) -> None:  # fmt: skip
+        super().__init__(keys, on_result, workers=workers, on_delays=on_delays)
+        self.delay_s = delay_s
+
+    def pids(self) -> list[int]:
+        return [100_000 + i for i in range(self.workers)]
+
+    async def run(self) -> None:
+        delays = Histogram(DELAY_BUCKETS_S)
+        while True:
+            await asyncio.sleep(0.02)
+            for key in self._keys:
+                self.completed += 1
+                self._on_result(key, ProbeResult(True, Reason.OK, "connected", 0.001))
+                delays.observe(self.delay_s)
+            assert self._on_delays is not None
+            self._on_delays(delays.counts, delays.count, delays.total)
+            delays = Histogram(DELAY_BUCKETS_S)
+
+
+@pytest.mark.parametrize(
+    ("worker_share", "delay_s", "grows"),
+    [(0.95, 0.3, True), (0.95, 0.0, False), (0.2, 0.3, False)],
+    ids=["busy and late", "busy, on time", "late, not busy"],
+)
+async def test_a_worker_behind_its_schedule_for_want_of_cpu_gets_company(
+    listener: int, worker_share: float, delay_s: float, grows: bool
+) -> None:
+    seen = Seen()
+    merged: list[int] = []
+    pools: list[LatePool] = []
+    worker_clock = busy_clock(worker_share)
+
+    def pool(keys: list[ProbeKey], workers: int, on_delays: DelayBatchFn) -> WorkerPool:
+        pools.append(LatePool(keys, seen, workers, on_delays, delay_s))
+        return pools[-1]
+
+    auto = AutoScheduler(
+        [tcp_key(listener, 0.05)],
+        seen,
+        on_delays=lambda counts, count, total: merged.append(count),
+        cpus=2,
+        cpu_clock=busy_clock(0.9),
+        pid_cpu=lambda pid: worker_clock(),
+        window_s=0.1,
+        pool=pool,
+    )
+    task = asyncio.create_task(auto.run())
+    try:
+        await until(lambda: auto.workers == 1)
+        await until(lambda: len(auto.worker_windows) == 2 or auto.workers == 2)
+        await asyncio.sleep(0.3)  # three more windows
+        assert [p.workers for p in pools] == ([1, 2] if grows else [1])
+        assert auto.workers == (2 if grows else 1)
+        assert sum(merged) > 0  # the workers' delays still reach the daemon's metrics
+        done = auto.completed
+        await until(lambda: auto.completed > done)  # results keep coming
     finally:
         await stop(task)

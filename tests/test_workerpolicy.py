@@ -1,27 +1,54 @@
-"""probes.workers: auto: the decision from the daemon's CPU shares (pure)."""
+"""probes.workers: auto: the two moves, from the daemon's CPU shares and then the worker's
+(pure)."""
 
 from __future__ import annotations
 
-from healthd.workerpolicy import BUSY_SHARE, MAX_AUTO_WORKERS, auto_workers
+from healthd.workerpolicy import (
+    BUSY_SHARE,
+    LATE_FRACTION,
+    MAX_AUTO_WORKERS,
+    WorkerWindow,
+    first_move,
+    more_workers,
+)
 
 
 def test_stays_in_process_while_the_daemon_is_not_busy() -> None:
-    assert auto_workers([], 2) == 0
-    assert auto_workers([0.1, 0.2, 0.3], 8) == 0
-    assert auto_workers([BUSY_SHARE - 0.01, 0.95], 2) == 0
+    assert first_move([], 2) == 0
+    assert first_move([0.1, 0.2, 0.3], 8) == 0
+    assert first_move([BUSY_SHARE - 0.01, 0.95], 2) == 0
 
 
 def test_one_busy_window_is_a_burst_not_a_load() -> None:
-    assert auto_workers([0.99], 2) == 0
-    assert auto_workers([0.2, 0.99], 2) == 0
-    assert auto_workers([0.99, 0.2], 2) == 0
+    assert first_move([0.99], 2) == 0
+    assert first_move([0.2, 0.99], 2) == 0
+    assert first_move([0.99, 0.2], 2) == 0
 
 
-def test_two_busy_windows_move_the_probes_to_as_many_workers_as_cpus_up_to_the_cap() -> None:
-    assert auto_workers([BUSY_SHARE, 0.9], 2) == 2
-    assert auto_workers([0.1, 0.8, 1.2], 3) == 3  # the last two count
-    assert auto_workers([0.9, 0.9], 64) == MAX_AUTO_WORKERS
+def test_two_busy_windows_move_the_probes_to_one_worker_first() -> None:
+    assert first_move([BUSY_SHARE, 0.9], 2) == 1
+    assert first_move([0.1, 0.8, 1.2], 3) == 1  # the last two count
+    assert first_move([0.9, 0.9], 64) == 1
 
 
 def test_one_cpu_has_nowhere_to_move_to() -> None:
-    assert auto_workers([1.0, 1.0], 1) == 0
+    assert first_move([1.0, 1.0], 1) == 0
+
+
+BEHIND = WorkerWindow(busiest_share=0.95, late_fraction=0.2)
+
+
+def test_a_worker_behind_its_schedule_for_want_of_cpu_gets_company() -> None:
+    assert more_workers([BEHIND, BEHIND], 2) == 2
+    assert more_workers([WorkerWindow(BUSY_SHARE, LATE_FRACTION + 0.001)] * 2, 3) == 3
+    assert more_workers([WorkerWindow(0.1, 0.0), BEHIND, BEHIND], 64) == MAX_AUTO_WORKERS
+
+
+def test_one_worker_stays_alone_when_on_time_idle_or_only_briefly_behind() -> None:
+    assert more_workers([], 2) == 1
+    assert more_workers([BEHIND], 2) == 1  # a burst
+    assert more_workers([BEHIND, WorkerWindow(0.99, 0.0)], 2) == 1  # busy, on time
+    assert more_workers([BEHIND, WorkerWindow(0.99, LATE_FRACTION)], 2) == 1  # at the limit
+    # late but not busy: the CPU went elsewhere; another process of ours would not help
+    assert more_workers([BEHIND, WorkerWindow(BUSY_SHARE - 0.01, 0.5)], 2) == 1
+    assert more_workers([BEHIND, BEHIND], 1) == 1
