@@ -320,10 +320,10 @@ def main() -> int:
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
     parser.add_argument("--sink", type=Path, default=ROOT / "bench" / ".build" / "tcp-sink")
     parser.add_argument(
-        "--settle", type=float, default=45.0,
+        "--settle", type=float, default=80.0,
         help="with probes.workers: auto, seconds from the first move to the window: the worker "
         "starts (~20 s in the TCG VM) and, if it falls behind, the probes move again (two 15 s "
-        "windows); the JSON's moves say what happened",
+        "windows) and the new workers start; the JSON's moves say what happened",
     )  # fmt: skip
     parser.add_argument("--profile", help="py-spy binary: profile healthd 15 s after the window")
     parser.add_argument("--json", type=Path, required=True)
