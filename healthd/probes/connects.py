@@ -38,25 +38,26 @@ DoneFn = Callable[[T, ProbeResult | None], None]  # (token, result; None when ca
 
 _FAILED = select.EPOLLERR | select.EPOLLHUP
 MAX_EVENTS = 1024  # per epoll_wait; more ready sockets are read on the loop's next turn
+# A loop's timer may fire this much early (uvloop's clock counts milliseconds): a connect due
+# that close to its deadline times out with it rather than arming the timer again at once.
+EXPIRE_SLACK_S = 0.001
 
 
 class Waiting(Generic[T]):
     """One connect being waited for; ``cancel`` abandons it (its socket is closed)."""
 
-    __slots__ = ("batch", "deadline", "pending", "timeout_s", "token", "waiter")
+    __slots__ = ("batch", "deadline", "pending", "token", "waiter")
 
     def __init__(
         self,
         waiter: ConnectWaiter[T],
         token: T,
         pending: PendingConnect,
-        timeout_s: float,
         deadline: float,
     ) -> None:
         self.waiter: ConnectWaiter[T] | None = waiter  # None once finished
         self.token = token
         self.pending = pending
-        self.timeout_s = timeout_s
         self.deadline = deadline
         self.batch = waiter._batch
 
@@ -88,7 +89,7 @@ class ConnectWaiter(Generic[T]):
         sock = pending.sock
         fd = sock.fileno()
         self._epoll.register(fd, select.EPOLLOUT)  # may raise: the caller closes the socket
-        waiting = Waiting(self, token, pending, timeout_s, self._loop.time() + timeout_s)
+        waiting = Waiting(self, token, pending, self._loop.time() + timeout_s)
         self._by_fd[fd] = waiting
         queue = self._queues.get(timeout_s)
         if queue is None:
@@ -137,7 +138,7 @@ class ConnectWaiter(Generic[T]):
     def _expire(self, timeout_s: float) -> None:
         del self._timers[timeout_s]
         queue = self._queues[timeout_s]
-        now = self._loop.time()
+        now = self._loop.time() + EXPIRE_SLACK_S
         while queue:
             waiting = queue[0]
             if waiting.waiter is not None and waiting.deadline > now:

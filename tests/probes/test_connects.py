@@ -211,3 +211,37 @@ async def test_a_socket_closed_while_a_child_holds_it_does_not_answer_for_its_su
             os.close(end)
         peer.close()
         waiter.close()
+
+
+class EarlyTimers:
+    """The running loop, but its timers fire 0.9 ms early (as uvloop's may: its clock counts
+    milliseconds); counts the timers armed."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.armed = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.loop, name)
+
+    def call_at(self, when: float, callback: object, *args: object) -> asyncio.TimerHandle:
+        self.armed += 1
+        assert callable(callback)
+        return self.loop.call_at(when - 0.0009, callback, *args)
+
+
+async def test_a_timer_firing_a_little_early_times_out_rather_than_spinning(
+    stalled_port: int,
+) -> None:
+    loop = EarlyTimers()
+    got: Got = []
+    waiter: ConnectWaiter[str] = ConnectWaiter(
+        loop,  # type: ignore[arg-type]
+        lambda token, result: got.append((token, result, 0.0)),
+    )
+    waiter.wait("slow", start(stalled_port), 0.1)
+    await until(lambda: bool(got))
+    result = got[0][1]
+    assert result is not None and result.reason is Reason.TIMEOUT
+    assert loop.armed == 1  # one timer, not one per turn of the loop until the deadline
+    waiter.close()
