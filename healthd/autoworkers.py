@@ -33,6 +33,7 @@ from healthd.workerpolicy import (
     WINDOW_S,
     WorkerWindow,
     first_move,
+    late_fraction,
     more_workers,
 )
 from healthd.workers import DelayBatchFn, WorkerPool
@@ -41,7 +42,6 @@ log = logging.getLogger("healthd.workers")
 
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-_ON_TIME = DELAY_BUCKETS_S.index(LATE_S) + 1  # buckets up to LATE_S: started on time
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -49,13 +49,6 @@ def process_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", "rb") as stat:
         fields = stat.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
-
-
-def late_fraction(delays: Histogram) -> float:
-    """The share of the probe starts in ``delays`` more than ``LATE_S`` late."""
-    if not delays.count:
-        return 0.0
-    return (delays.count - sum(delays.counts[:_ON_TIME])) / delays.count
 
 
 def usable_cpus() -> int:

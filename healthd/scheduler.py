@@ -10,9 +10,8 @@ backend, an immediate refusal) its result is handled on the spot.  A connect sti
 goes to the scheduler's ``probes.connects.ConnectWaiter`` (one epoll set for all of them, one
 timer per distinct timeout; no task, no coroutine, no future, no loop handle per connect; with
 backends a network away nearly every connect is still in progress when ``tcp_start`` returns).
-Every
-other probe (HTTP, scripts, an injected ``probe`` function) runs as a task, with its timeout
-enforced by cancellation (``asyncio.timeout``).  Either way a hung backend leaves no task or
+Every other probe (HTTP, scripts, an injected ``probe`` function) runs as a task, with its
+timeout enforced by cancellation (``asyncio.timeout``).  Either way a hung backend leaves no task or
 socket behind.  At most ``max_concurrent`` probes wait on the network at once; due probes
 beyond that wait in order.  A probe that raises (a bug, never a backend's fault) is logged and
 counted as a failed result; the scheduler keeps going.  ``on_delay`` receives each probe's

@@ -26,12 +26,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from healthd.histogram import DELAY_BUCKETS_S, Histogram
+
 WINDOW_S = 15.0
 BUSY_SHARE = 0.5
 BUSY_WINDOWS = 2
 LATE_S = 0.1  # one of DELAY_BUCKETS_S: the workers' delays come bucketed
 LATE_FRACTION = 0.01
 MAX_AUTO_WORKERS = 4
+_ON_TIME = DELAY_BUCKETS_S.index(LATE_S) + 1  # the buckets up to LATE_S: started on time
 
 
 class WorkerWindow(NamedTuple):
@@ -40,6 +43,14 @@ class WorkerWindow(NamedTuple):
 
     busiest_share: float
     late_fraction: float
+
+
+def late_fraction(delays: Histogram) -> float:
+    """The share of the probe starts in ``delays`` (a window's schedule delays, bucketed by
+    ``DELAY_BUCKETS_S``) more than ``LATE_S`` late."""
+    if not delays.count:
+        return 0.0
+    return (delays.count - sum(delays.counts[:_ON_TIME])) / delays.count
 
 
 def first_move(shares: Sequence[float], usable_cpus: int) -> int:

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from healthd.histogram import DELAY_BUCKETS_S, Histogram
 from healthd.workerpolicy import (
     BUSY_SHARE,
     LATE_FRACTION,
+    LATE_S,
     MAX_AUTO_WORKERS,
     WorkerWindow,
     first_move,
+    late_fraction,
     more_workers,
 )
 
@@ -52,3 +55,11 @@ def test_one_worker_stays_alone_when_on_time_idle_or_only_briefly_behind() -> No
     # late but not busy: the CPU went elsewhere; another process of ours would not help
     assert more_workers([BEHIND, WorkerWindow(BUSY_SHARE - 0.01, 0.5)], 2) == 1
     assert more_workers([BEHIND, BEHIND], 1) == 1
+
+
+def test_late_starts_are_those_in_buckets_beyond_the_late_bound_and_above_the_last() -> None:
+    delays = Histogram(DELAY_BUCKETS_S)
+    assert late_fraction(delays) == 0.0  # no starts: not behind
+    for value in (0.0, 0.001, LATE_S, LATE_S + 0.001, 0.5, 60.0):  # 60 s: above every bound
+        delays.observe(value)
+    assert late_fraction(delays) == 3 / 6

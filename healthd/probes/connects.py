@@ -21,9 +21,7 @@ batch of events; each registration carries the batch it was made in, and events 
 from __future__ import annotations
 
 import asyncio
-import errno
 import select
-import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -31,7 +29,7 @@ from typing import Generic, TypeVar
 from healthd.checkspec import ProbeResult, Reason
 from healthd.probes import timeout_result
 from healthd.probes.result import complete
-from healthd.probes.tcp import PendingConnect, errno_result
+from healthd.probes.tcp import PendingConnect, tcp_result
 
 T = TypeVar("T")
 DoneFn = Callable[[T, ProbeResult | None], None]  # (token, result; None when cancelled)
@@ -121,14 +119,8 @@ class ConnectWaiter(Generic[T]):
             if waiting is None or waiting.batch > batch:
                 continue  # closed since, and its number taken by a socket registered after
             pending = waiting.pending
-            if events & _FAILED:
-                try:
-                    code = pending.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                except OSError as exc:
-                    code = exc.errno or errno.EIO
-                result = errno_result(
-                    pending.spec, pending.target, pending.start, code or errno.ECONNRESET
-                )
+            if events & _FAILED:  # the socket's error says which
+                result = tcp_result(pending)
             else:
                 result = complete(
                     pending.spec, pending.target, pending.start, Reason.OK, "connected"

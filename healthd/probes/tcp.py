@@ -49,7 +49,7 @@ def _failed(spec: TcpCheck, target: Target, start: float, exc: OSError) -> Probe
     return complete(spec, target, start, reason, what)
 
 
-def errno_result(spec: TcpCheck, target: Target, start: float, code: int) -> ProbeResult:
+def _errno_result(spec: TcpCheck, target: Target, start: float, code: int) -> ProbeResult:
     return _failed(spec, target, start, _os_error(code))
 
 
@@ -87,7 +87,7 @@ def tcp_start(spec: TcpCheck, target: Target) -> ProbeResult | PendingConnect:
             sock.close()
     if code == 0:
         return complete(spec, target, start, Reason.OK, "connected")
-    return errno_result(spec, target, start, code)
+    return _errno_result(spec, target, start, code)
 
 
 async def tcp_wait(pending: PendingConnect) -> ProbeResult:
@@ -118,7 +118,7 @@ def tcp_result(pending: PendingConnect) -> ProbeResult:
         return _failed(spec, target, start, exc)
     if code == 0:
         return complete(spec, target, start, Reason.OK, "connected")
-    return errno_result(spec, target, start, code)
+    return _errno_result(spec, target, start, code)
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
