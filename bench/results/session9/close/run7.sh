@@ -1,0 +1,20 @@
+#!/bin/bash
+# Inside the VM: perf data of the Scheduler and of the minimal loop, kept in /tmp/s9perf (rwdir).
+cd /work/main/bench/results/session9/close
+ulimit -n 65536
+ip link add rsnet type dummy; ip addr add 10.200.0.1/32 dev rsnet; ip link set rsnet up
+sysctl -qw net.ipv4.tcp_tw_reuse=1 net.core.somaxconn=4096 net.ipv4.ip_local_port_range="32768 65000" kernel.perf_event_paranoid=-1 kernel.kptr_restrict=0
+mkfifo /tmp/ctl
+/work/main/bench/.build/tcp-sink 10.200.0.1 20000 1000 tcp /tmp/ctl > /tmp/sink.log 2>&1 &
+sink=$!
+sleep 1
+ADDR=10.200.0.1 HEALTHD_SRC=/work/main perf record -e cpu-clock -F 2000 -o /tmp/s9perf/sched.data -- /work/main/.venv/bin/python sched.py 600 8 40 2>&1 | tail -1
+TICK=0.05 perf record -e cpu-clock -F 2000 -o /tmp/s9perf/loop.data -- /work/main/.venv/bin/python closeexp.py fin-now 600 40 $sink 2>&1 | tail -1
+cp /proc/kallsyms /tmp/s9perf/kallsyms
+for f in sched loop; do
+echo "=== $f"
+perf report -i /tmp/s9perf/$f.data --time 40%-95% -n --sort dso --stdio 2>&1 | grep -v "^#" | grep -v "^$" | head -5
+perf report -i /tmp/s9perf/$f.data --time 40%-95% -n --dso '[kernel.kallsyms]' --sort sym --stdio 2>&1 | grep -v "^#" | grep -v "^$" | head -70 > /tmp/s9perf/$f-ksym.txt
+perf report -i /tmp/s9perf/$f.data --time 40%-95% -n --sort sym --stdio -g none 2>&1 | grep -v "^#" | grep -v "^$" | head -40 > /tmp/s9perf/$f-sym.txt
+done
+kill $sink
