@@ -8,12 +8,12 @@ mkfifo /tmp/ctl
 /work/main/bench/.build/tcp-sink 10.200.0.1 20000 1000 tcp /tmp/ctl > /tmp/sink.log 2>&1 &
 sink=$!
 sleep 1
-ADDR=10.200.0.1 HEALTHD_SRC=/work/main strace -f -c -o /tmp/st-sched.txt /work/main/.venv/bin/python sched.py 300 5 15
+ADDR=10.200.0.1 HEALTHD_SRC=/work/main strace -f -c -o /tmp/st-sched.txt /work/main/.venv/bin/python ../../session8/host/sched.py 300 5 15
 cat /tmp/st-sched.txt
 TICK=0.05 strace -f -c -o /tmp/st-loop.txt /work/main/.venv/bin/python closeexp.py fin-now 300 15 $sink
 cat /tmp/st-loop.txt
 for r in 1 2; do
-ADDR=10.200.0.1 HEALTHD_SRC=/work/main /work/main/.venv/bin/python sched.py 600 5 20
+ADDR=10.200.0.1 HEALTHD_SRC=/work/main /work/main/.venv/bin/python ../../session8/host/sched.py 600 5 20
 TICK=0.05 /work/main/.venv/bin/python closeexp.py fin-now 600 20 $sink
 done
 kill $sink

@@ -8,7 +8,7 @@ mkfifo /tmp/ctl
 /work/main/bench/.build/tcp-sink 10.200.0.1 20000 1000 tcp /tmp/ctl > /tmp/sink.log 2>&1 &
 sink=$!
 sleep 1
-ADDR=10.200.0.1 HEALTHD_SRC=/work/main perf record -e cpu-clock -F 2000 -o /tmp/perf-sched.data -- /work/main/.venv/bin/python sched.py 600 8 20 2>&1 | tail -3
+ADDR=10.200.0.1 HEALTHD_SRC=/work/main perf record -e cpu-clock -F 2000 -o /tmp/perf-sched.data -- /work/main/.venv/bin/python ../../session8/host/sched.py 600 8 20 2>&1 | tail -3
 TICK=0.05 perf record -e cpu-clock -F 2000 -o /tmp/perf-loop.data -- /work/main/.venv/bin/python closeexp.py fin-now 600 20 $sink 2>&1 | tail -3
 for f in sched loop; do
 echo "=== $f"

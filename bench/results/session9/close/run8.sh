@@ -13,9 +13,9 @@ for r in 1 2; do
 echo "-- sink on CPU 1, checker on CPU 0"
 TICK=0.05 taskset -c 0 /work/main/.venv/bin/python closeexp.py fin-now 600 15 $sink
 TICK=0.05 TOUCH=200 taskset -c 0 /work/main/.venv/bin/python closeexp.py fin-now 600 15 $sink
-ADDR=10.200.0.1 HEALTHD_SRC=/work/main taskset -c 0 /work/main/.venv/bin/python sched.py 600 5 15
+ADDR=10.200.0.1 HEALTHD_SRC=/work/main taskset -c 0 /work/main/.venv/bin/python ../../session8/host/sched.py 600 5 15
 echo "-- sink and checker on CPU 1"
 TICK=0.05 taskset -c 1 /work/main/.venv/bin/python closeexp.py fin-now 600 15 $sink
-ADDR=10.200.0.1 HEALTHD_SRC=/work/main taskset -c 1 /work/main/.venv/bin/python sched.py 600 5 15
+ADDR=10.200.0.1 HEALTHD_SRC=/work/main taskset -c 1 /work/main/.venv/bin/python ../../session8/host/sched.py 600 5 15
 done
 kill $sink

@@ -9,7 +9,7 @@ mkfifo /tmp/ctl
 /work/main/bench/.build/tcp-sink 10.200.0.1 20000 1000 tcp /tmp/ctl > /tmp/sink.log 2>&1 &
 sink=$!
 sleep 1
-S=/work/main/bench/results/session9/close/sched.py
+S=/work/main/bench/results/session8/host/sched.py
 for r in 1 2; do
   for t in /tmp/wt-old /work/main; do
     echo -n "$t: "; ADDR=10.200.0.1 HEALTHD_SRC=$t /work/main/.venv/bin/python $S 600 5 20
