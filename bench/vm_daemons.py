@@ -126,11 +126,12 @@ class Daemon:
     def wait_moved(self, limit_s: float) -> float | None:
         """Seconds from the start until probes.workers: auto moved the probes (None: it did
         not within ``limit_s`` of the start, the config did not need it)."""
-        while time.monotonic() - self.started < limit_s:
+        while True:  # looks at least once: a slow start may already be past the limit
             if self.moved():
                 return time.monotonic() - self.started
+            if time.monotonic() - self.started >= limit_s:
+                return None
             time.sleep(0.5)
-        return None
 
     def pids(self) -> list[int]:
         return [self.proc.pid, *children_of(self.proc.pid)]
