@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from healthd.checkspec import CheckSpec, ProbeResult, Reason, Target, TcpCheck
-from healthd.probes import run_probe, timeout_result
+from healthd.probes import native, run_probe, timeout_result
 from healthd.probes.connects import ConnectWaiter, Waiting
 from healthd.probes.tcp import tcp_start
 from healthd.state import ProbeKey
@@ -88,7 +88,7 @@ EARLY_FRACTION = 0.05
 class _Slot:
     """One probe's schedule: when it is due next, and its task while one runs."""
 
-    __slots__ = ("due", "fast", "key", "live", "task")
+    __slots__ = ("due", "fast", "handle", "key", "live", "task")
 
     def __init__(self, key: ProbeKey, due: float, fast: bool) -> None:
         self.key = key
@@ -96,6 +96,7 @@ class _Slot:
         self.fast = fast  # a TCP check with the built-in probe: started synchronously
         self.live = True  # False once removed by update() or the end of run()
         self.task: asyncio.Task[None] | Waiting[_Slot] | None = None
+        self.handle: int | None = None  # its handle in the C engine, which then runs it
 
 
 class Scheduler:
@@ -111,15 +112,18 @@ class Scheduler:
         probe: ProbeFn = run_probe,
         rng: random.Random | None = None,
         on_delay: DelayFn | None = None,
+        use_native: bool | None = None,
     ) -> None:
         self._keys = list(probes)
+        # plain TCP checks in the C engine (probes.native): by default when it was built
+        self._use_native = native.available() if use_native is None else use_native
         self._on_result = on_result
         self._max_concurrent = max_concurrent
         self._jitter = jitter
         self._probe = probe
         self._rng = rng or random.Random()
         self._on_delay = on_delay
-        self.in_flight = 0
+        self._tasks_in_flight = 0  # and connects in _connects
         self.completed = 0
         self.last_progress = time.monotonic()  # wall of the last completed probe (watchdog)
         self._slots: dict[ProbeKey, _Slot] | None = None  # while running
@@ -136,11 +140,25 @@ class Scheduler:
         self._held = False  # hold(): no probe starts
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connects: ConnectWaiter[_Slot] | None = None  # while running
+        self._native: native.NativeTcp[_Slot] | None = None  # while running, if used
+
+    @property
+    def in_flight(self) -> int:
+        running = self._tasks_in_flight
+        return running if self._native is None else running + self._native.in_flight
 
     async def run(self) -> None:
         """Probe until cancelled; cancelling stops every probe and cleans it up."""
         self._loop = asyncio.get_running_loop()
         self._connects = ConnectWaiter(self._loop, self._finished)
+        if self._use_native and self._probe is run_probe:
+            self._native = native.NativeTcp(
+                self._loop,
+                self._native_done,
+                max_in_flight=self._max_concurrent,
+                jitter=self._jitter,
+                seed=self._rng.getrandbits(64),
+            )
         self._slots = {}
         try:
             self.update(self._keys)
@@ -164,6 +182,9 @@ class Scheduler:
                         tasks.append(running)
             self._connects.close()
             self._connects = None
+            if self._native is not None:
+                self._native.close()
+                self._native = None
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def update(self, keys: Iterable[ProbeKey]) -> tuple[int, int]:
@@ -179,6 +200,8 @@ class Scheduler:
         for key in stopped:
             slot = self._slots.pop(key)
             slot.live = False  # its heap entry is skipped when it comes up
+            if slot.handle is not None and self._native is not None:
+                self._native.remove(slot.handle)
             if slot.task is not None:
                 slot.task.cancel()
         started = [k for k in wanted if k not in self._slots]
@@ -188,9 +211,22 @@ class Scheduler:
             due = now + self._rng.uniform(0, key.timing.interval_s)
             slot = _Slot(key, due, builtin and isinstance(key.spec, TcpCheck))
             self._slots[key] = slot
+            if slot.fast and self._native is not None and self._to_native(slot):
+                continue
             self._push(slot)
         self._arm()
         return (len(started), len(stopped))
+
+    def _to_native(self, slot: _Slot) -> bool:
+        key, spec = slot.key, slot.key.spec
+        assert self._native is not None and isinstance(spec, TcpCheck)
+        try:
+            slot.handle = self._native.add(
+                slot, spec, key.target, key.timing.interval_s, key.timing.timeout_s, slot.due
+            )
+        except ValueError:  # an address the engine does not take: run it here
+            return False
+        return True
 
     async def probe_once(self, key: ProbeKey) -> ProbeResult:
         """One probe with its timeout; never raises except CancelledError."""
@@ -202,6 +238,8 @@ class Scheduler:
         Probes that come due meanwhile start when released, with their delay reported.
         """
         self._held = held
+        if self._native is not None:
+            self._native.hold(held)
         if held:
             if self._timer is not None:
                 self._timer.cancel()
@@ -256,7 +294,7 @@ class Scheduler:
                 slot = queued.pop(number)
                 if not slot.live:
                     continue
-                if self.in_flight >= self._max_concurrent:
+                if self._tasks_in_flight >= self._max_concurrent:
                     self._waiting.append(slot)
                     continue
                 self._start(slot, loop.time())
@@ -287,7 +325,7 @@ class Scheduler:
                 started.close()
                 self._done(slot, self._crashed(key, exc, started.start))
                 return
-            self.in_flight += 1
+            self._tasks_in_flight += 1
             slot.task = waiting
         else:
             self._spawn(slot, functools.partial(self.probe_once, key))
@@ -296,7 +334,7 @@ class Scheduler:
         # ``probe`` makes the coroutine inside the task: a task cancelled before its first step
         # (at shutdown) then leaves no coroutine that was never awaited.
         assert self._loop is not None
-        self.in_flight += 1
+        self._tasks_in_flight += 1
         slot.task = self._loop.create_task(self._run_task(slot, probe))
 
     async def _run_task(self, slot: _Slot, probe: Callable[[], Awaitable[ProbeResult]]) -> None:
@@ -310,7 +348,7 @@ class Scheduler:
         """A probe waiting on the network ended, a task or a connect in progress (None:
         cancelled, no result)."""
         slot.task = None
-        self.in_flight -= 1
+        self._tasks_in_flight -= 1
         self._start_waiting()
         if result is not None:
             self._done(slot, result)
@@ -337,18 +375,27 @@ class Scheduler:
 
     def _start_waiting(self) -> None:
         loop = self._loop
-        while self._waiting and self.in_flight < self._max_concurrent and loop is not None:
+        while self._waiting and self._tasks_in_flight < self._max_concurrent and loop is not None:
             slot = self._waiting.popleft()
             if slot.live and self._slots is not None:
                 self._start(slot, loop.time())
 
-    def _done(self, slot: _Slot, result: ProbeResult) -> None:
+    def _native_done(self, slot: _Slot, result: ProbeResult, delay_s: float) -> None:
+        """A check the C engine ran (it has already scheduled the next)."""
+        if self._on_delay is not None:
+            self._on_delay(delay_s)
+        self._report(slot, result)
+
+    def _report(self, slot: _Slot, result: ProbeResult) -> None:
         self.completed += 1
         self.last_progress = time.monotonic()
         try:
             self._on_result(slot.key, result)
         except Exception:
             log.exception("handling the result of %s failed", slot.key.describe())
+
+    def _done(self, slot: _Slot, result: ProbeResult) -> None:
+        self._report(slot, result)
         loop = self._loop
         if not slot.live or loop is None:
             return

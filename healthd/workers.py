@@ -102,6 +102,11 @@ class WorkerPool(Scheduler):
         self._owner: dict[int, _Worker] = {}
         self._next_id = 0
         self._running = False
+        self._pool_in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._pool_in_flight
 
     async def run(self) -> None:
         """Run the workers until cancelled; cancelling stops them."""
@@ -189,7 +194,7 @@ class WorkerPool(Scheduler):
         while True:
             in_flight, rows, delays = await _read_frame(proc.stdout)
             worker.in_flight = in_flight
-            self.in_flight = sum(w.in_flight for w in self._workers)
+            self._pool_in_flight = sum(w.in_flight for w in self._workers)
             self._deliver(worker, rows, delays)
 
     def _deliver(
@@ -212,7 +217,7 @@ class WorkerPool(Scheduler):
 
     async def _stop(self, worker: _Worker) -> None:
         proc, worker.proc, worker.in_flight = worker.proc, None, 0
-        self.in_flight = sum(w.in_flight for w in self._workers)
+        self._pool_in_flight = sum(w.in_flight for w in self._workers)
         if proc is None:
             return
         if proc.stdin is not None:

@@ -158,7 +158,7 @@ async def test_schedule_delay_in_flight_and_workers_are_wired(tmp_path: Path) ->
     assert isinstance(daemon.scheduler, AutoScheduler)  # probes.workers: auto, the default
     assert scrape(daemon.metrics)[("healthd_probe_workers", frozenset())] == 0
     inner = daemon.scheduler._current  # the in-process scheduler
-    inner.in_flight = 5
+    inner._tasks_in_flight = 5
     assert inner._on_delay is not None
     inner._on_delay(0.2)
     daemon.scheduler.workers = 2  # as after a move to 2 worker processes

@@ -15,8 +15,20 @@ import pytest
 from probing import full_listener
 
 from healthd.checkspec import CheckTiming, HttpCheck, ProbeResult, Reason, Target, TcpCheck
+from healthd.probes import native
 from healthd.scheduler import Scheduler
 from healthd.state import ProbeKey
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: plain TCP checks in the C engine (probes.native; it must have
+    been built) and in Python (the fallback where it was not)."""
+    if request.param == "native":
+        from healthd import _tcpengine  # noqa: F401  (an ImportError fails the test)
+
+    monkeypatch.setattr(native, "available", lambda: request.param == "native")
+    return str(request.param)
 
 
 def tcp_key(port: int, interval_s: float = 0.1, timeout_s: float = 0.05) -> ProbeKey:

@@ -1,0 +1,579 @@
+/*
+ * healthd._tcpengine: the TCP connect check's hot loop outside the interpreter.
+ *
+ * One Engine holds many plain TCP checks ("targets"), each with its interval, timeout and next
+ * due time.  It keeps two index-tracked min-heaps (targets waiting for their due time; connects
+ * in progress by deadline), one epoll set with every connect in progress and one timerfd armed
+ * at the earliest time either heap needs.  The scheduler (healthd/scheduler.py) registers the
+ * epoll set's descriptor as a reader of its event loop and calls run() when it is readable;
+ * run() finishes every connect that is ready, times out the ones past their deadline, starts
+ * the ones due, re-arms the timer and returns what finished as a list of
+ * (handle, code, duration_s, delay_s): code 0 is a completed handshake, a positive code an
+ * errno, TIMEOUT (-1) a connect that did not finish within its timeout.
+ *
+ * What a check does is what healthd/probes/tcp.py's tcp_start does: a non-blocking socket, a
+ * connect; decided on the spot (a near backend, a refusal) its result is immediate; otherwise
+ * TCP_INFO tells whether the handshake is still in SYN_SENT, and the socket waits for EPOLLOUT.
+ * Every socket is closed when its check ends (also when the engine is closed or the target
+ * removed).  Scheduling follows scheduler.py: the next due time is the last planned one plus
+ * the interval, jittered by +-jitter of it, never in the past; a probe due within EARLY_S (and
+ * at most EARLY_FRACTION of its interval) starts with a wake-up that is already happening; one
+ * run() starts at most MAX_STARTS probes, spends at most MAX_RUN_S starting them and returns at
+ * most its budget of results, then lets the loop run other callbacks (what is left keeps the
+ * descriptor readable: an expired timer, ready sockets, so the loop comes back at once); at most
+ * max_in_flight connects wait at once; hold() starts nothing until released.
+ *
+ * Sockets are registered EPOLLONESHOT and never unregistered: closing the socket drops its
+ * entry, and an entry that outlives the close (a child process between fork and exec holding
+ * the descriptor) fires at most once, with a generation number that no longer matches.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TIMEOUT_CODE (-1)
+#define MAX_EVENTS 1024
+#define MAX_STARTS 256
+#define MAX_RUN_S 0.005
+#define WAKE_SLACK_S 0.001
+#define EARLY_S 0.040
+#define EARLY_FRACTION 0.05
+#define TIMER_TAG UINT64_MAX
+#define SYN_SENT 2
+#define TCP_CLOSED 7
+
+enum { IDLE = 0, CONNECTING = 1 };
+
+typedef struct {
+    double when;      /* its heap's key: due time (IDLE) or deadline (CONNECTING) */
+    double due;       /* planned start of the current or next check */
+    double start;     /* when the current connect began */
+    double delay;     /* start - due of the current connect */
+    double interval;
+    double timeout;
+    int fd;           /* -1 unless CONNECTING */
+    int state;
+    int live;         /* 0: a free slot */
+    int hpos;         /* position in its heap, -1 when in none */
+    uint32_t gen;     /* bumped at every connect: tells stale epoll events apart */
+    socklen_t alen;
+    int family;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } addr;
+} target_t;
+
+typedef struct {
+    int *items; /* slot indexes */
+    int len, cap;
+} heap_t;
+
+typedef struct {
+    PyObject_HEAD
+    int epfd;
+    int tfd;
+    double armed_at; /* the timerfd's expiry; INFINITY when disarmed or already fired */
+    target_t *targets;
+    int ntargets, cap;
+    int *free_slots;
+    int nfree;
+    heap_t due;      /* IDLE targets */
+    heap_t deadline; /* CONNECTING targets */
+    int in_flight;
+    int max_in_flight;
+    int held;
+    int live_count;
+    double jitter;
+    uint64_t rng;
+} Engine;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double uniform(Engine *e, double a, double b) { /* xorshift64* */
+    uint64_t x = e->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    e->rng = x;
+    uint64_t r = x * 0x2545F4914F6CDD1DULL;
+    return a + (b - a) * ((double)(r >> 11) * (1.0 / 9007199254740992.0));
+}
+
+/* ---- index-tracked min-heaps over target slots ------------------------------------------ */
+
+static int heap_reserve(heap_t *h, int need) {
+    if (need <= h->cap) return 0;
+    int cap = h->cap ? h->cap * 2 : 64;
+    while (cap < need) cap *= 2;
+    int *items = PyMem_Realloc(h->items, sizeof(int) * (size_t)cap);
+    if (!items) return -1;
+    h->items = items;
+    h->cap = cap;
+    return 0;
+}
+
+static inline double key_of(Engine *e, int slot) { return e->targets[slot].when; }
+
+static void heap_set(Engine *e, heap_t *h, int pos, int slot) {
+    h->items[pos] = slot;
+    e->targets[slot].hpos = pos;
+}
+
+static void sift_up(Engine *e, heap_t *h, int pos) {
+    int slot = h->items[pos];
+    double k = key_of(e, slot);
+    while (pos > 0) {
+        int parent = (pos - 1) / 2;
+        if (key_of(e, h->items[parent]) <= k) break;
+        heap_set(e, h, pos, h->items[parent]);
+        pos = parent;
+    }
+    heap_set(e, h, pos, slot);
+}
+
+static void sift_down(Engine *e, heap_t *h, int pos) {
+    int slot = h->items[pos];
+    double k = key_of(e, slot);
+    for (;;) {
+        int child = 2 * pos + 1;
+        if (child >= h->len) break;
+        if (child + 1 < h->len && key_of(e, h->items[child + 1]) < key_of(e, h->items[child]))
+            child++;
+        if (key_of(e, h->items[child]) >= k) break;
+        heap_set(e, h, pos, h->items[child]);
+        pos = child;
+    }
+    heap_set(e, h, pos, slot);
+}
+
+/* Capacity is reserved when a target is added (each heap can hold every slot). */
+static void heap_push(Engine *e, heap_t *h, int slot) {
+    heap_set(e, h, h->len++, slot);
+    sift_up(e, h, h->len - 1);
+}
+
+static void heap_remove(Engine *e, heap_t *h, int slot) {
+    int pos = e->targets[slot].hpos;
+    e->targets[slot].hpos = -1;
+    int last = h->items[--h->len];
+    if (pos == h->len) return;
+    heap_set(e, h, pos, last);
+    sift_down(e, h, pos);
+    sift_up(e, h, e->targets[last].hpos);
+}
+
+static inline int heap_top(heap_t *h) { return h->len ? h->items[0] : -1; }
+
+/* ---- one check ------------------------------------------------------------------------- */
+
+static int append_result(PyObject *results, int slot, int code, double duration, double delay) {
+    PyObject *item = Py_BuildValue("(iidd)", slot, code, duration, delay);
+    if (!item) return -1;
+    int rc = PyList_Append(results, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+/* The check of ``slot`` ended with ``code`` (its socket, if any, is already closed): report it
+ * and put the target back in the due heap for its next check. */
+static int finish(Engine *e, int slot, int code, double end, PyObject *results) {
+    target_t *t = &e->targets[slot];
+    double duration = code == TIMEOUT_CODE ? t->timeout : end - t->start;
+    if (duration < 0) duration = 0;
+    double due = t->due + t->interval * (1.0 + uniform(e, -e->jitter, e->jitter));
+    if (due < end) due = end; /* fell behind: do not burst */
+    t->due = due;
+    t->when = due;
+    t->state = IDLE;
+    heap_push(e, &e->due, slot);
+    return append_result(results, slot, code, duration, t->delay);
+}
+
+static void close_connect(Engine *e, int slot) {
+    target_t *t = &e->targets[slot];
+    close(t->fd);
+    t->fd = -1;
+    e->in_flight--;
+}
+
+static int start(Engine *e, int slot, double now, PyObject *results) {
+    target_t *t = &e->targets[slot];
+    t->start = now;
+    t->delay = now > t->due ? now - t->due : 0.0;
+    int fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return finish(e, slot, errno, now_s(), results);
+    int code = 0;
+    if (connect(fd, &t->addr.sa, t->alen) < 0) code = errno;
+    if (code == EINPROGRESS) {
+        unsigned char info[1] = {0};
+        socklen_t len = sizeof info;
+        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, &len) < 0) {
+            code = errno;
+        } else if (info[0] == SYN_SENT) {
+            struct epoll_event ev = {.events = EPOLLOUT | EPOLLONESHOT};
+            t->gen++;
+            ev.data.u64 = ((uint64_t)t->gen << 32) | (uint32_t)slot;
+            if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                code = errno;
+            } else {
+                t->fd = fd;
+                t->state = CONNECTING;
+                t->when = now + t->timeout;
+                e->in_flight++;
+                heap_push(e, &e->deadline, slot);
+                return 0;
+            }
+        } else {
+            int err = 0;
+            len = sizeof err;
+            code = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? errno : err;
+            if (code == 0 && info[0] == TCP_CLOSED) code = ECONNRESET;
+        }
+    }
+    close(fd);
+    return finish(e, slot, code, now_s(), results);
+}
+
+/* ---- the timer ------------------------------------------------------------------------- */
+
+static void arm(Engine *e, double at) {
+    if (at >= e->armed_at) return;
+    struct itimerspec its = {0};
+    if (at <= 0) at = 1e-9; /* zero would disarm */
+    its.it_value.tv_sec = (time_t)at;
+    its.it_value.tv_nsec = (long)((at - (double)(time_t)at) * 1e9);
+    if (timerfd_settime(e->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0) e->armed_at = at;
+}
+
+static void rearm(Engine *e) {
+    double at = INFINITY;
+    int top = heap_top(&e->deadline);
+    if (top >= 0) at = e->targets[top].when;
+    top = heap_top(&e->due);
+    if (top >= 0 && !e->held && e->in_flight < e->max_in_flight && e->targets[top].when < at)
+        at = e->targets[top].when;
+    if (at < INFINITY) arm(e, at);
+}
+
+/* ---- the Python type ------------------------------------------------------------------- */
+
+static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"max_in_flight", "jitter", "seed", NULL};
+    int max_in_flight = 1024;
+    double jitter = 0.1;
+    unsigned long long seed = 0x9E3779B97F4A7C15ULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|idK", kwlist, &max_in_flight, &jitter, &seed))
+        return -1;
+    if (self->epfd >= 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine already initialised");
+        return -1;
+    }
+    self->max_in_flight = max_in_flight < 1 ? 1 : max_in_flight;
+    self->jitter = jitter;
+    self->rng = seed ? seed : 1;
+    self->armed_at = INFINITY;
+    self->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (self->epfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (self->tfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TIMER_TAG};
+    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, self->tfd, &ev) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Engine *self = (Engine *)type->tp_alloc(type, 0);
+    if (self) {
+        self->epfd = -1;
+        self->tfd = -1;
+        self->armed_at = INFINITY;
+    }
+    return (PyObject *)self;
+}
+
+static void close_all(Engine *self) {
+    for (int i = 0; i < self->ntargets; i++) {
+        target_t *t = &self->targets[i];
+        if (t->live && t->fd >= 0) close(t->fd);
+        t->fd = -1;
+        t->live = 0;
+    }
+    self->ntargets = self->nfree = self->live_count = self->in_flight = 0;
+    self->due.len = self->deadline.len = 0;
+    if (self->tfd >= 0) close(self->tfd);
+    if (self->epfd >= 0) close(self->epfd);
+    self->tfd = self->epfd = -1;
+}
+
+static void Engine_dealloc(Engine *self) {
+    close_all(self);
+    PyMem_Free(self->targets);
+    PyMem_Free(self->free_slots);
+    PyMem_Free(self->due.items);
+    PyMem_Free(self->deadline.items);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int check_open(Engine *self) {
+    if (self->epfd < 0) {
+        PyErr_SetString(PyExc_ValueError, "the engine is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Engine_add(Engine *self, PyObject *args) {
+    const char *address;
+    int port;
+    double interval, timeout, due;
+    if (!PyArg_ParseTuple(args, "siddd", &address, &port, &interval, &timeout, &due)) return NULL;
+    if (check_open(self) < 0) return NULL;
+    if (port < 0 || port > 65535 || !(interval > 0) || !(timeout > 0)) {
+        PyErr_SetString(PyExc_ValueError, "port, interval or timeout out of range");
+        return NULL;
+    }
+    target_t t;
+    memset(&t, 0, sizeof t);
+    if (inet_pton(AF_INET, address, &t.addr.in4.sin_addr) == 1) {
+        t.family = AF_INET;
+        t.addr.in4.sin_family = AF_INET;
+        t.addr.in4.sin_port = htons((uint16_t)port);
+        t.alen = sizeof t.addr.in4;
+    } else if (inet_pton(AF_INET6, address, &t.addr.in6.sin6_addr) == 1) {
+        t.family = AF_INET6;
+        t.addr.in6.sin6_family = AF_INET6;
+        t.addr.in6.sin6_port = htons((uint16_t)port);
+        t.alen = sizeof t.addr.in6;
+    } else {
+        PyErr_Format(PyExc_ValueError, "not an IPv4 or IPv6 address: %s", address);
+        return NULL;
+    }
+    int slot;
+    if (self->nfree) {
+        slot = self->free_slots[--self->nfree];
+        t.gen = self->targets[slot].gen;
+    } else {
+        if (self->ntargets == self->cap) {
+            int cap = self->cap ? self->cap * 2 : 64;
+            target_t *targets = PyMem_Realloc(self->targets, sizeof(target_t) * (size_t)cap);
+            if (!targets) return PyErr_NoMemory();
+            self->targets = targets;
+            int *free_slots = PyMem_Realloc(self->free_slots, sizeof(int) * (size_t)cap);
+            if (!free_slots) return PyErr_NoMemory();
+            self->free_slots = free_slots;
+            self->cap = cap;
+        }
+        if (heap_reserve(&self->due, self->cap) < 0 || heap_reserve(&self->deadline, self->cap) < 0)
+            return PyErr_NoMemory();
+        slot = self->ntargets++;
+    }
+    t.interval = interval;
+    t.timeout = timeout;
+    t.due = t.when = due;
+    t.fd = -1;
+    t.state = IDLE;
+    t.live = 1;
+    t.hpos = -1;
+    self->targets[slot] = t;
+    self->live_count++;
+    heap_push(self, &self->due, slot);
+    rearm(self);
+    return PyLong_FromLong(slot);
+}
+
+static PyObject *Engine_remove(Engine *self, PyObject *arg) {
+    long slot = PyLong_AsLong(arg);
+    if (slot == -1 && PyErr_Occurred()) return NULL;
+    if (check_open(self) < 0) return NULL;
+    if (slot < 0 || slot >= self->ntargets || !self->targets[slot].live) {
+        PyErr_Format(PyExc_KeyError, "no target %ld", slot);
+        return NULL;
+    }
+    target_t *t = &self->targets[slot];
+    if (t->state == CONNECTING) {
+        heap_remove(self, &self->deadline, (int)slot);
+        close_connect(self, (int)slot); /* cancelled: no result */
+    } else {
+        heap_remove(self, &self->due, (int)slot);
+    }
+    t->live = 0;
+    t->gen++;
+    self->free_slots[self->nfree++] = (int)slot;
+    self->live_count--;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_run(Engine *self, PyObject *args) {
+    int budget = MAX_EVENTS;
+    if (!PyArg_ParseTuple(args, "|i", &budget)) return NULL;
+    if (check_open(self) < 0) return NULL;
+    if (budget < 1) budget = 1;
+    if (budget > MAX_EVENTS) budget = MAX_EVENTS;
+    PyObject *results = PyList_New(0);
+    if (!results) return NULL;
+    struct epoll_event events[MAX_EVENTS];
+    int n = epoll_wait(self->epfd, events, budget, 0);
+    double now = now_s();
+    for (int i = 0; i < n; i++) {
+        uint64_t data = events[i].data.u64;
+        if (data == TIMER_TAG) {
+            uint64_t ticks;
+            if (read(self->tfd, &ticks, sizeof ticks) < 0) { /* EAGAIN: already read */ }
+            self->armed_at = INFINITY;
+            continue;
+        }
+        int slot = (int)(uint32_t)data;
+        uint32_t gen = (uint32_t)(data >> 32);
+        if (slot >= self->ntargets) continue;
+        target_t *t = &self->targets[slot];
+        if (!t->live || t->state != CONNECTING || t->gen != gen) continue; /* stale */
+        int code = 0;
+        if (events[i].events & (EPOLLERR | EPOLLHUP)) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            code = getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? errno : err;
+        }
+        heap_remove(self, &self->deadline, slot);
+        close_connect(self, slot);
+        if (finish(self, slot, code, now, results) < 0) goto error;
+    }
+    /* connects past their deadline */
+    double expire_by = now + WAKE_SLACK_S;
+    for (int top; PyList_GET_SIZE(results) < budget && (top = heap_top(&self->deadline)) >= 0 &&
+                  self->targets[top].when <= expire_by;) {
+        heap_remove(self, &self->deadline, top);
+        close_connect(self, top);
+        if (finish(self, top, TIMEOUT_CODE, now, results) < 0) goto error;
+    }
+    /* probes due */
+    double soon = now + WAKE_SLACK_S;
+    double early = now + EARLY_S;
+    for (int started = 0; !self->held && started < MAX_STARTS; started++) {
+        if (self->in_flight >= self->max_in_flight || PyList_GET_SIZE(results) >= budget) break;
+        int top = heap_top(&self->due);
+        if (top < 0) break;
+        target_t *t = &self->targets[top];
+        if (t->when > soon && (t->when > early || t->when - now > t->interval * EARLY_FRACTION))
+            break;
+        double at = now_s();
+        if (started && at - now > MAX_RUN_S) break; /* the rest once the loop had its turn */
+        heap_remove(self, &self->due, top);
+        if (start(self, top, at, results) < 0) goto error;
+    }
+    rearm(self);
+    return results;
+error:
+    Py_DECREF(results);
+    return NULL;
+}
+
+static PyObject *Engine_hold(Engine *self, PyObject *arg) {
+    int held = PyObject_IsTrue(arg);
+    if (held < 0) return NULL;
+    self->held = held;
+    if (!held && self->epfd >= 0) rearm(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_fileno(Engine *self, PyObject *Py_UNUSED(ignored)) {
+    if (check_open(self) < 0) return NULL;
+    return PyLong_FromLong(self->epfd);
+}
+
+static PyObject *Engine_close(Engine *self, PyObject *Py_UNUSED(ignored)) {
+    close_all(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_get_in_flight(Engine *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromLong(self->in_flight);
+}
+
+static Py_ssize_t Engine_len(Engine *self) { return self->live_count; }
+
+static PyMethodDef Engine_methods[] = {
+    {"add", (PyCFunction)Engine_add, METH_VARARGS,
+     "add(address, port, interval_s, timeout_s, due) -> handle: check address:port from due on"},
+    {"remove", (PyCFunction)Engine_remove, METH_O,
+     "remove(handle): stop checking it (a connect in progress is closed, with no result)"},
+    {"run", (PyCFunction)Engine_run, METH_VARARGS,
+     "run(budget=1024) -> [(handle, code, duration_s, delay_s)]: finish, time out and start what"
+     " is due, stopping at budget results (the rest on the next call: the descriptor stays"
+     " readable)"},
+    {"hold", (PyCFunction)Engine_hold, METH_O, "hold(flag): while true, start no check"},
+    {"fileno", (PyCFunction)Engine_fileno, METH_NOARGS,
+     "the descriptor to wait on: readable when run() has work"},
+    {"close", (PyCFunction)Engine_close, METH_NOARGS, "close every socket and the engine"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"in_flight", (getter)Engine_get_in_flight, NULL, "connects waiting on the network", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods Engine_as_sequence = {
+    .sq_length = (lenfunc)Engine_len,
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "healthd._tcpengine.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "TCP connect checks scheduled, started and waited for in C",
+    .tp_new = Engine_new,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+    .tp_getset = Engine_getset,
+    .tp_as_sequence = &Engine_as_sequence,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "healthd._tcpengine",
+    "TCP connect checks in C (see healthd/_tcpengine.c)", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__tcpengine(void) {
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "TIMEOUT", TIMEOUT_CODE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,144 @@
+"""Plain TCP checks run by the C engine (``healthd/_tcpengine.c``), wired to an event loop.
+
+The engine schedules, starts and waits for every plain TCP connect check itself (its own timer
+heap, epoll set and timerfd; one ``run()`` per readiness of its descriptor) and hands back what
+finished as ``(handle, code, duration_s, delay_s)``.  ``NativeTcp`` turns those into the
+``ProbeResult`` the rest of healthd knows, with the same reasons and wording as the Python probe
+(``probes.tcp``), and calls ``done(token, result, delay_s)`` for each.  The Python work left per
+check is that call: one tuple, one ``ProbeResult`` (the wording of a success is made once per
+target), the callback.
+
+``available()`` says whether the extension was built; without it the scheduler runs the same
+checks in Python (``probes.tcp`` and ``probes.connects``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from healthd.checkspec import ProbeResult, Reason, Target, TcpCheck
+from healthd.probes import timeout_result
+from healthd.probes.matchers import detail
+from healthd.probes.result import classify_os_error
+
+try:
+    from healthd import _tcpengine
+except ImportError:  # not built (no C compiler at install): the Python probe does the work
+    _tcpengine = None  # type: ignore[assignment]
+
+T = TypeVar("T")
+DoneFn = Callable[[T, ProbeResult, float], None]  # (token, result, schedule delay in s)
+
+# One readiness callback hands on at most as many results as take about this long to handle
+# (the callback's cost per result, measured on the previous call), so that a slow result
+# handler (an emulated CPU) does not hold up the rest of the loop: as scheduler.MAX_WAKE_S.
+CALLBACK_S = 0.005
+BUDGET = (8, 1024)  # results per callback, at least and at most
+
+_FAILURES: dict[int, tuple[Reason, str]] = {}  # errno -> reason and wording, as probes.tcp says
+
+
+def available() -> bool:
+    return _tcpengine is not None
+
+
+def _failure(code: int) -> tuple[Reason, str]:
+    known = _FAILURES.get(code)
+    if known is None:
+        known = _FAILURES[code] = classify_os_error(OSError(code, os.strerror(code)))
+    return known
+
+
+class _Entry(Generic[T]):
+    __slots__ = ("connected", "spec", "target", "timeout_s", "token")
+
+    def __init__(self, token: T, spec: TcpCheck, target: Target, timeout_s: float) -> None:
+        self.token = token
+        self.spec = spec
+        self.target = target
+        self.timeout_s = timeout_s
+        self.connected = detail(spec.describe(target), "connected")
+
+
+class NativeTcp(Generic[T]):
+    """Plain TCP checks in the C engine on ``loop``; ``done(token, result, delay_s)`` for each."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        done: DoneFn[T],
+        *,
+        max_in_flight: int,
+        jitter: float,
+        seed: int,
+    ) -> None:
+        assert _tcpengine is not None, "check available() first"
+        self._loop = loop
+        self._done = done
+        self._engine = _tcpengine.Engine(max_in_flight, jitter, seed)
+        self._entries: dict[int, _Entry[T]] = {}
+        self._fd = self._engine.fileno()
+        self._budget = BUDGET[0]
+        loop.add_reader(self._fd, self._ready)
+
+    @property
+    def in_flight(self) -> int:
+        return self._engine.in_flight
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(
+        self,
+        token: T,
+        spec: TcpCheck,
+        target: Target,
+        interval_s: float,
+        timeout_s: float,
+        due: float,
+    ) -> int:
+        """Check ``target`` every ``interval_s`` from ``due`` (the loop's clock) on; returns the
+        handle for ``remove``.  ValueError: an address the engine cannot take (the caller runs
+        that check in Python)."""
+        port = target.port if spec.port is None else spec.port
+        handle = self._engine.add(target.address, port, interval_s, timeout_s, due)
+        self._entries[handle] = _Entry(token, spec, target, timeout_s)
+        return handle
+
+    def remove(self, handle: int) -> None:
+        """Stop checking; a connect in progress is closed and reports nothing."""
+        del self._entries[handle]
+        self._engine.remove(handle)
+
+    def hold(self, held: bool) -> None:
+        self._engine.hold(held)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+        self._engine.close()
+        self._entries.clear()
+
+    def _ready(self) -> None:
+        entries, done = self._entries, self._done
+        began = time.monotonic()
+        results = self._engine.run(self._budget)
+        for handle, code, duration_s, delay_s in results:
+            entry = entries[handle]
+            if code == 0:
+                result = ProbeResult(True, Reason.OK, entry.connected, duration_s)
+            elif code == _tcpengine.TIMEOUT:
+                result = timeout_result(entry.spec, entry.target, entry.timeout_s)
+            else:
+                reason, what = _failure(code)
+                result = ProbeResult(
+                    False, reason, detail(entry.spec.describe(entry.target), what), duration_s
+                )
+            done(entry.token, result, delay_s)
+        if results:
+            per_result_s = (time.monotonic() - began) / len(results)
+            fits = int(CALLBACK_S / per_result_s) if per_result_s > 0 else BUDGET[1]
+            self._budget = min(BUDGET[1], max(BUDGET[0], fits))

@@ -1,0 +1,234 @@
+"""The C engine for plain TCP checks (``healthd._tcpengine`` through ``probes.native``): the
+same results as the Python probe, sockets always closed, its own schedule, hold and limits.
+
+The extension must have been built (``pip install -e .`` builds it): an ImportError fails
+these tests rather than skipping them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+
+import pytest
+
+from healthd import _tcpengine
+from healthd.checkspec import ProbeResult, Reason, Target, TcpCheck
+from healthd.probes.native import NativeTcp
+from healthd.probes.tcp import probe_tcp
+
+Got = list[tuple[str, ProbeResult, float]]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def sockets() -> set[tuple[int, str]]:
+    """(descriptor, socket inode) of every socket this process holds."""
+    held = set()
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+            link = os.readlink(f"/proc/self/fd/{name}")
+            if link.startswith("socket:"):
+                held.add((int(name), link))
+    return held
+
+
+def engine(got: Got, max_in_flight: int = 1024, jitter: float = 0.0) -> NativeTcp[str]:
+    def done(token: str, result: ProbeResult, delay_s: float) -> None:
+        got.append((token, result, delay_s))
+
+    loop = asyncio.get_running_loop()
+    return NativeTcp(loop, done, max_in_flight=max_in_flight, jitter=jitter, seed=7)
+
+
+async def wait_for(predicate: object, timeout_s: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        assert loop.time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.005)
+
+
+async def test_results_read_as_the_python_probe_says_them(
+    listener: int, refused_port: int, stalled_port: int
+) -> None:
+    got: Got = []
+    tcp = engine(got)
+    now = asyncio.get_running_loop().time()
+    targets = {
+        "open": Target("127.0.0.1", listener),
+        "refused": Target("127.0.0.1", refused_port),
+        "stalled": Target("127.0.0.1", stalled_port),
+    }
+    for name, target in targets.items():
+        tcp.add(name, TcpCheck(), target, 10.0, 0.2, now)
+    try:
+        await wait_for(lambda: len(got) == 3)
+    finally:
+        tcp.close()
+    by_name = {name: result for name, result, _ in got}
+    for name, target in targets.items():
+        if name == "stalled":
+            expected = ProbeResult(
+                False, Reason.TIMEOUT, f"TCP connect {target.endpoint()}: timed out after 0.2s", 0.2
+            )
+        else:
+            expected = await probe_tcp(TcpCheck(), target)
+        assert by_name[name].says_the_same_as(expected), (name, by_name[name], expected)
+    assert by_name["open"].ok and by_name["open"].reason is Reason.OK
+    assert by_name["refused"].reason is Reason.REFUSED
+    assert 0.0 <= by_name["open"].duration_s < 0.2
+
+
+async def test_a_check_port_overrides_the_real_servers_and_ipv6_works(
+    listener: int, ipv6: None
+) -> None:
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as server6:
+        port6 = server6.getsockname()[1]
+        got: Got = []
+        tcp = engine(got)
+        now = asyncio.get_running_loop().time()
+        tcp.add("v4", TcpCheck(port=listener), Target("127.0.0.1", 1), 10.0, 1.0, now)
+        tcp.add("v6", TcpCheck(), Target("::1", port6), 10.0, 1.0, now)
+        try:
+            await wait_for(lambda: len(got) == 2)
+        finally:
+            tcp.close()
+    results = {name: result for name, result, _ in got}
+    assert results["v4"].ok and f"127.0.0.1:{listener}" in results["v4"].detail
+    assert results["v6"].ok and f"[::1]:{port6}" in results["v6"].detail
+
+
+async def test_checks_repeat_every_interval_with_their_delay(refused_port: int) -> None:
+    got: Got = []
+    tcp = engine(got)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    tcp.add("a", TcpCheck(), Target("127.0.0.1", refused_port), 0.1, 0.05, t0 + 0.05)
+    await asyncio.sleep(0.52)
+    tcp.close()
+    # due at 0.05, 0.15, ... 0.45: five checks (no jitter), each started on time
+    assert len(got) == 5
+    assert all(r.reason is Reason.REFUSED for _, r, _ in got)
+    assert max(delay for _, _, delay in got) < 0.05
+
+
+async def test_a_removed_check_reports_nothing_and_leaves_no_socket(stalled_port: int) -> None:
+    got: Got = []
+    fds = open_fds()
+    tcp = engine(got)
+    now = asyncio.get_running_loop().time()
+    handles = [
+        tcp.add(str(i), TcpCheck(), Target("127.0.0.1", stalled_port), 10.0, 0.3, now)
+        for i in range(5)
+    ]
+    await wait_for(lambda: tcp.in_flight == 5)
+    assert open_fds() == fds + 2 + 5  # the engine's epoll set and timer, five connects
+    for handle in handles[:3]:
+        tcp.remove(handle)
+    assert tcp.in_flight == 2 and open_fds() == fds + 2 + 2
+    await wait_for(lambda: len(got) == 2)
+    assert sorted(token for token, _, _ in got) == ["3", "4"]
+    assert all(r.reason is Reason.TIMEOUT for _, r, _ in got)
+    assert open_fds() == fds + 2
+    tcp.close()
+    assert open_fds() == fds
+
+
+async def test_close_closes_every_connect_in_progress(stalled_port: int) -> None:
+    got: Got = []
+    fds = open_fds()
+    tcp = engine(got)
+    now = asyncio.get_running_loop().time()
+    for i in range(4):
+        tcp.add(str(i), TcpCheck(), Target("127.0.0.1", stalled_port), 10.0, 5.0, now)
+    await wait_for(lambda: tcp.in_flight == 4)
+    tcp.close()
+    assert open_fds() == fds and got == []
+
+
+async def test_at_most_max_in_flight_connects_wait_and_the_rest_follow(stalled_port: int) -> None:
+    got: Got = []
+    tcp = engine(got, max_in_flight=2)
+    now = asyncio.get_running_loop().time()
+    for i in range(5):
+        tcp.add(str(i), TcpCheck(), Target("127.0.0.1", stalled_port), 10.0, 0.1, now)
+    peak = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3.0
+    while len(got) < 5 and loop.time() < deadline:
+        peak = max(peak, tcp.in_flight)
+        await asyncio.sleep(0.01)
+    tcp.close()
+    assert peak == 2
+    assert len(got) == 5
+    # the last two started after two rounds of timeouts: their schedule delay says so
+    assert max(delay for _, _, delay in got) >= 0.18
+
+
+async def test_a_held_engine_starts_nothing_until_released(refused_port: int) -> None:
+    got: Got = []
+    tcp = engine(got)
+    now = asyncio.get_running_loop().time()
+    tcp.hold(True)
+    tcp.add("a", TcpCheck(), Target("127.0.0.1", refused_port), 10.0, 1.0, now)
+    await asyncio.sleep(0.2)
+    assert got == []
+    tcp.hold(False)
+    await wait_for(lambda: len(got) == 1)
+    tcp.close()
+    assert got[0][2] >= 0.2  # started 0.2 s late, and says so
+
+
+async def test_addresses_the_engine_cannot_take_are_refused(listener: int) -> None:
+    tcp = engine([])
+    now = asyncio.get_running_loop().time()
+    with pytest.raises(ValueError):
+        tcp.add("x", TcpCheck(), Target("fe80::1%lo", listener), 1.0, 1.0, now)
+    with pytest.raises(ValueError):
+        tcp.add("x", TcpCheck(), Target("127.0.0.1", listener), 0.0, 1.0, now)
+    tcp.close()
+
+
+async def test_a_stale_event_of_a_closed_socket_never_finishes_its_successor() -> None:
+    """A child between fork and exec holds a copy of a connect's socket: closing ours leaves its
+    epoll entry alive, and when the backend answers it fires.  The slot's next user (here a new
+    target in the removed one's slot, its connect in progress) must not take it as its own."""
+    from probing import full_listener
+
+    first, first_fillers = full_listener(3)
+    second, second_fillers = full_listener(3)
+    got: Got = []
+    tcp = engine(got)
+    loop = asyncio.get_running_loop()
+    try:
+        target = Target("127.0.0.1", first.getsockname()[1])
+        before = sockets()
+        handle = tcp.add("old", TcpCheck(), target, 10.0, 5.0, loop.time())
+        await wait_for(lambda: tcp.in_flight == 1)
+        ((fd, _),) = sockets() - before  # the connect's socket
+        held = os.dup(fd)  # as a forked child would
+        tcp.remove(handle)
+        target = Target("127.0.0.1", second.getsockname()[1])
+        assert tcp.add("new", TcpCheck(), target, 10.0, 2.5, loop.time()) == handle
+        await wait_for(lambda: tcp.in_flight == 1)
+        first.close()  # the held socket's next SYN (~1 s after the first) is refused
+        await wait_for(lambda: len(got) == 1, timeout_s=4.0)
+        os.close(held)
+    finally:
+        tcp.close()
+        for sock in (first, second, *first_fillers, *second_fillers):
+            sock.close()
+    assert [(token, r.reason) for token, r, _ in got] == [("new", Reason.TIMEOUT)]
+
+
+def test_the_engine_refuses_use_after_close() -> None:
+    e = _tcpengine.Engine(8, 0.1, 1)
+    e.close()
+    with pytest.raises(ValueError):
+        e.run()
+    with pytest.raises(ValueError):
+        e.add("127.0.0.1", 1, 1.0, 1.0, 0.0)
