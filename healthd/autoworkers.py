@@ -88,14 +88,18 @@ class AutoScheduler:
         self._pid_cpu = pid_cpu
         self._window_s = window_s
         self._make_pool = pool or self._worker_pool
+        self._daemon_on_delay = on_delay
+        self._starts = 0  # in-process probe starts, and those over LATE_S late, this window
+        self._late_starts = 0
         self._current: Scheduler = Scheduler(
-            self._keys, on_result, max_concurrent=max_concurrent, on_delay=on_delay
+            self._keys, on_result, max_concurrent=max_concurrent, on_delay=self._count_delay
         )
         self._completed_before = 0  # by the schedulers that ran before the current one
         self._progress_before = self._current.last_progress
         self._window_delays = Histogram(DELAY_BUCKETS_S)  # the workers', this window
         self.workers = 0  # worker processes now (0: the daemon's own process)
         self.shares: list[float] = []  # the daemon's share of a core per window, while measured
+        self.daemon_windows: list[WorkerWindow] = []  # with its late starts
         self.worker_windows: list[WorkerWindow] = []  # since the probes moved to one worker
 
     # ---- the Scheduler interface ------------------------------------------------------------
@@ -125,9 +129,13 @@ class AutoScheduler:
         task = asyncio.create_task(self._current.run(), name="probes")
         try:
             if self._cpus >= 2 and await self._watch_daemon(task):
-                busy = " and ".join(f"{100 * s:.0f}%" for s in self.shares)
+                busy = " and ".join(
+                    f"{100 * w.busiest_share:.0f}% of a core with {100 * w.late_fraction:.1f}% "
+                    f"of starts over {LATE_S:g}s late"
+                    for w in self.daemon_windows
+                )
                 why = (
-                    f"this process used {busy} of a core in the last {len(self.shares)} "
+                    f"this process used {busy} in the last {len(self.daemon_windows)} "
                     f"windows of {self._window_s:g}s"
                 )
                 task = await self._move(task, 1, why)
@@ -161,10 +169,21 @@ class AutoScheduler:
             if done:
                 return False
             now_cpu, now = self._cpu_clock(), loop.time()
-            self.shares = [*self.shares, (now_cpu - cpu) / max(now - wall, 1e-9)][-BUSY_WINDOWS:]
+            share = (now_cpu - cpu) / max(now - wall, 1e-9)
+            late = self._late_starts / self._starts if self._starts else 0.0
+            self._starts = self._late_starts = 0
+            self.shares = [*self.shares, share][-BUSY_WINDOWS:]
+            self.daemon_windows = [*self.daemon_windows, WorkerWindow(share, late)][-BUSY_WINDOWS:]
             cpu, wall = now_cpu, now
-            if first_move(self.shares, self._cpus):
+            if first_move(self.daemon_windows, self._cpus):
                 return True
+
+    def _count_delay(self, delay_s: float) -> None:
+        self._starts += 1
+        if delay_s > LATE_S:
+            self._late_starts += 1
+        if self._daemon_on_delay is not None:
+            self._daemon_on_delay(delay_s)
 
     async def _watch_worker(self, task: asyncio.Task[None]) -> int:
         """Sample the worker's CPU and lateness per window until it needs company (the number

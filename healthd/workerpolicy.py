@@ -2,23 +2,28 @@
 
 Two moves at most, each decided over windows of ``WINDOW_S``:
 
-1. ``first_move``: the probes stay in the daemon's process (0 workers) until ``BUSY_WINDOWS``
-   windows in a row had the process at least ``BUSY_SHARE`` of a core busy; then they move to
-   one worker process.  On one usable CPU there is nowhere to move to: 0.
+1. ``first_move``: the probes stay in the daemon's process (0 workers) until, for
+   ``BUSY_WINDOWS`` windows in a row, the process was at least ``BUSY_SHARE`` of a core busy
+   and more than ``LATE_FRACTION`` of its probes started more than ``LATE_S`` late, or it was at
+   least ``SATURATED_SHARE`` busy (on schedule, but with little room left for a reconcile pass,
+   a scrape or the control API); then they move to one worker process.  On one usable CPU there
+   is nowhere to move to: 0.
 2. ``more_workers``: from one worker to ``min(usable CPUs, MAX_AUTO_WORKERS)`` once, for
    ``BUSY_WINDOWS`` windows in a row, the worker was at least ``BUSY_SHARE`` busy *and* more
    than ``LATE_FRACTION`` of the probes started more than ``LATE_S`` after they were due: the
    worker is behind its schedule because it is short of CPU.  Late starts alone (the machine's
    other work taking the CPU) would not be helped by another process of ours.
 
-Why these figures (docs/benchmarks.md): on the host, one process keeps the p99 schedule delay
-under 10 ms up to about half a core of probing (7 500 TCP checks/s at 67 us each) and lets it
-slide beyond; in the test VM a daemon at 80-100 % of a vCPU detects late, with its probes
-elsewhere it does not.  Probes in one worker cost 11-41 % less CPU per check than the same
-probes in two (a busier event loop finds more sockets ready per wake-up), and one worker kept
-1 000 TCP checks/s on schedule in the VM: so one first, and two only when one is behind.  Two
-busy windows, not one, so a single burst (the first reconcile pass building a large table, a
-reload) does not count.  A move stays: going back would restart every probe's schedule again.
+Why these figures (docs/benchmarks.md): with plain TCP checks in the C engine, one process
+kept 1 000 TCP checks/s on schedule in the test VM at 68 % of a vCPU, where moving them to a
+worker cost a third more CPU per check (the worker, and the daemon taking in its results): so
+busy alone is no reason to move, being behind or nearly saturated is.  Earlier (every probe in
+Python) a daemon at 80-100 % of a vCPU detected late, with its probes elsewhere it did not.
+Probes in one worker cost 11-41 % less CPU per check than the same probes in two (a busier event
+loop finds more sockets ready per wake-up), and one worker kept 1 000 TCP checks/s on schedule in
+the VM: so one first, and two only when one is behind. Two busy windows, not one, so a single burst
+(the first reconcile pass building a large table, a reload) does not count. A move stays: going back
+would restart every probe's schedule again.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from healthd.histogram import DELAY_BUCKETS_S, Histogram
 
 WINDOW_S = 15.0
 BUSY_SHARE = 0.5
+SATURATED_SHARE = 0.85
 BUSY_WINDOWS = 2
 LATE_S = 0.1  # one of DELAY_BUCKETS_S: the workers' delays come bucketed
 LATE_FRACTION = 0.01
@@ -38,8 +44,8 @@ _ON_TIME = DELAY_BUCKETS_S.index(LATE_S) + 1  # the buckets up to LATE_S: starte
 
 
 class WorkerWindow(NamedTuple):
-    """One window of the probe workers: the busiest one's share of a core, and the share of
-    probe starts more than ``LATE_S`` late."""
+    """One window of the process running the probes (the busiest one, with workers): its share
+    of a core, and the share of probe starts more than ``LATE_S`` late."""
 
     busiest_share: float
     late_fraction: float
@@ -53,13 +59,15 @@ def late_fraction(delays: Histogram) -> float:
     return (delays.count - sum(delays.counts[:_ON_TIME])) / delays.count
 
 
-def first_move(shares: Sequence[float], usable_cpus: int) -> int:
+def first_move(windows: Sequence[WorkerWindow], usable_cpus: int) -> int:
     """Worker processes the probes need now that they run in the daemon's process (0: stay),
-    from the daemon's CPU share per window (oldest first)."""
-    recent = shares[-BUSY_WINDOWS:]
-    if usable_cpus < 2 or len(recent) < BUSY_WINDOWS or min(recent) < BUSY_SHARE:
+    from the daemon's windows (oldest first)."""
+    recent = windows[-BUSY_WINDOWS:]
+    if usable_cpus < 2 or len(recent) < BUSY_WINDOWS:
         return 0
-    return 1
+    behind = all(w.busiest_share >= BUSY_SHARE and w.late_fraction > LATE_FRACTION for w in recent)
+    saturated = all(w.busiest_share >= SATURATED_SHARE for w in recent)
+    return 1 if behind or saturated else 0
 
 
 def more_workers(windows: Sequence[WorkerWindow], usable_cpus: int) -> int:

@@ -104,6 +104,35 @@ async def test_the_probes_stay_in_a_quiet_daemon_or_on_one_cpu(
         await stop(task)
 
 
+@pytest.mark.parametrize("late", [False, True], ids=["on schedule", "starts late"])
+async def test_a_busy_daemon_moves_only_when_its_probes_start_late(
+    listener: int, late: bool
+) -> None:
+    """At 70 % of a core the probes stay in the daemon's process while they start on time (a
+    worker would cost more CPU per check); once they start over 100 ms late, they move."""
+    seen = Seen()
+
+    def on_result(key: ProbeKey, result: ProbeResult) -> None:
+        seen(key, result)
+        if late:
+            time.sleep(0.12)  # a loop this slow starts the other probe 120 ms late
+
+    keys = [tcp_key(listener, 0.05), tcp_key(listener, 0.051)]
+    auto = AutoScheduler(keys, on_result, cpus=2, cpu_clock=busy_clock(0.7), window_s=0.3)
+    task = asyncio.create_task(auto.run())
+    try:
+        if late:
+            await until(lambda: auto.workers == 1, timeout_s=5.0)
+            assert all(w.late_fraction > 0.1 for w in auto.daemon_windows)
+        else:
+            await asyncio.sleep(1.5)  # five windows
+            assert auto.workers == 0 and type(auto._current) is Scheduler
+            assert len(auto.daemon_windows) == 2
+            assert all(w.late_fraction == 0.0 for w in auto.daemon_windows)
+    finally:
+        await stop(task)
+
+
 class LatePool(WorkerPool):
     """Stands in for the worker processes: every 20 ms, a result per probe and a batch of
     schedule delays, all ``delay_s`` late."""

@@ -9,6 +9,7 @@ from healthd.workerpolicy import (
     LATE_FRACTION,
     LATE_S,
     MAX_AUTO_WORKERS,
+    SATURATED_SHARE,
     WorkerWindow,
     first_move,
     late_fraction,
@@ -16,26 +17,37 @@ from healthd.workerpolicy import (
 )
 
 
+def busy(*shares: float, late: float = 0.0) -> list[WorkerWindow]:
+    return [WorkerWindow(share, late) for share in shares]
+
+
 def test_stays_in_process_while_the_daemon_is_not_busy() -> None:
     assert first_move([], 2) == 0
-    assert first_move([0.1, 0.2, 0.3], 8) == 0
-    assert first_move([BUSY_SHARE - 0.01, 0.95], 2) == 0
+    assert first_move(busy(0.1, 0.2, 0.3, late=0.5), 8) == 0  # late, but not for want of CPU
+    assert first_move(busy(BUSY_SHARE - 0.01, 0.95, late=0.5), 2) == 0
+
+
+def test_busy_but_on_schedule_stays_in_process() -> None:
+    # a worker would cost more CPU per check (the daemon takes in its results as well)
+    assert first_move(busy(0.7, 0.8), 2) == 0
+    assert first_move(busy(0.7, 0.8, late=LATE_FRACTION), 2) == 0
 
 
 def test_one_busy_window_is_a_burst_not_a_load() -> None:
-    assert first_move([0.99], 2) == 0
-    assert first_move([0.2, 0.99], 2) == 0
-    assert first_move([0.99, 0.2], 2) == 0
+    assert first_move(busy(0.99, late=0.5), 2) == 0
+    assert first_move(busy(0.2, 0.99, late=0.5), 2) == 0
+    assert first_move(busy(0.99, 0.2, late=0.5), 2) == 0
 
 
-def test_two_busy_windows_move_the_probes_to_one_worker_first() -> None:
-    assert first_move([BUSY_SHARE, 0.9], 2) == 1
-    assert first_move([0.1, 0.8, 1.2], 3) == 1  # the last two count
-    assert first_move([0.9, 0.9], 64) == 1
+def test_busy_and_behind_or_saturated_moves_the_probes_to_one_worker_first() -> None:
+    assert first_move(busy(BUSY_SHARE, 0.6, late=LATE_FRACTION * 2), 2) == 1
+    assert first_move(busy(0.1, 0.8, 1.2, late=0.05), 3) == 1  # the last two count
+    assert first_move(busy(SATURATED_SHARE, 0.9), 64) == 1  # on schedule, no room left
+    assert first_move(busy(SATURATED_SHARE - 0.01, 0.9), 2) == 0
 
 
 def test_one_cpu_has_nowhere_to_move_to() -> None:
-    assert first_move([1.0, 1.0], 1) == 0
+    assert first_move(busy(1.0, 1.0, late=0.5), 1) == 0
 
 
 BEHIND = WorkerWindow(busiest_share=0.95, late_fraction=0.2)

@@ -127,7 +127,9 @@ class NativeTcp(Generic[T]):
         began = time.monotonic()
         results = self._engine.run(self._budget)
         for handle, code, duration_s, delay_s in results:
-            entry = entries[handle]
+            entry = entries.get(handle)
+            if entry is None:  # removed by a callback of this batch
+                continue
             if code == 0:
                 result = ProbeResult(True, Reason.OK, entry.connected, duration_s)
             elif code == _tcpengine.TIMEOUT:
