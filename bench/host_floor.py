@@ -3,8 +3,9 @@
 A plain loop does what healthd's TCP probe does per check (non-blocking socket, connect to a
 loopback tcp-sink port, read the socket state, close) and nothing else: no scheduler, no health
 state, no metrics.  Its user and system time per check is the least any Python checker can
-spend here; the system part (the kernel's loopback handshake and teardown, both ends) is the
-least any checker at all can spend.  Same namespace, pinning and sink as host_rate.py.
+spend here.  The same loop in C (``bench/tcp-floor.c``: the same system calls, no interpreter)
+is the least any checker at all can spend: the kernel's loopback handshake and teardown.  Same
+namespace, pinning and sink as host_rate.py.
 
     .venv/bin/python bench/host_floor.py --n 1000 --seconds 3 --rounds 3
 """
@@ -15,6 +16,7 @@ import argparse
 import errno
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Sink, build_sink, conditions, log, write_json
+from common import BENCH, ROOT, Sink, build_sink, conditions, log, write_json
 from host_rate import BASE_PORT, enter_host_bench
 
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
@@ -40,6 +42,34 @@ def check(port: int) -> int:
         sock.close()
 
 
+def build_floor(out_dir: Path) -> Path:
+    src = BENCH / "tcp-floor.c"
+    binary = out_dir / "tcp-floor"
+    if not binary.exists() or binary.stat().st_mtime < src.stat().st_mtime:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(src)], check=True)
+    return binary
+
+
+def round_figures(done: int, failed: int, user: float, system: float) -> dict[str, float]:
+    return {
+        "checks": done,
+        "failed": failed,
+        "user_us_per_check": 1e6 * user / done,
+        "sys_us_per_check": 1e6 * system / done,
+        "cpu_us_per_check": 1e6 * (user + system) / done,
+    }
+
+
+def log_round(what: str, r: dict[str, float]) -> None:
+    log(
+        f"floor ({what}): {r['checks']:.0f} checks ({r['failed']:.0f} failed): user"
+        f" {r['user_us_per_check']:.1f} us + sys {r['sys_us_per_check']:.1f} us ="
+        f" {r['cpu_us_per_check']:.1f} us per check,"
+        f" {1e6 / r['cpu_us_per_check']:.0f} checks/s per core at most"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="sink ports, checked in turn")
@@ -51,6 +81,8 @@ def main() -> int:
     args = parser.parse_args()
     enter_host_bench(args.cpu)
     rounds = []
+    c_rounds = []
+    floor_bin = build_floor(ROOT / "bench" / ".build")
     with tempfile.TemporaryDirectory(prefix="healthd-bench-") as tmp:
         sink = Sink(
             build_sink(ROOT / "bench" / ".build"), "127.0.0.1", BASE_PORT, args.n, "tcp", Path(tmp)
@@ -66,25 +98,26 @@ def main() -> int:
                     time.sleep(0.05)  # let TIME_WAIT entries go (tcp_tw_reuse)
                 after = os.times()
                 user, system = after.user - before.user, after.system - before.system
-                rounds.append(
-                    {
-                        "checks": done,
-                        "failed": failed,
-                        "user_us_per_check": 1e6 * user / done,
-                        "sys_us_per_check": 1e6 * system / done,
-                        "cpu_us_per_check": 1e6 * (user + system) / done,
-                    }
+                rounds.append(round_figures(done, failed, user, system))
+                log_round("Python", rounds[-1])
+            for _ in range(args.rounds):
+                out = subprocess.run(
+                    [str(floor_bin), "127.0.0.1", str(BASE_PORT), str(args.n), str(args.seconds)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                c_rounds.append(
+                    round_figures(int(out[0]), int(out[1]), float(out[2]), float(out[3]))
                 )
-                r = rounds[-1]
-                log(
-                    f"floor: {done} checks ({failed} failed): user {r['user_us_per_check']:.1f} us"
-                    f" + sys {r['sys_us_per_check']:.1f} us = {r['cpu_us_per_check']:.1f} us"
-                    f" per check, {1e6 / r['cpu_us_per_check']:.0f} checks/s per core at most"
-                )
+                log_round("C", c_rounds[-1])
         finally:
             sink.close()
     if args.json:
-        write_json(args.json, {"conditions": conditions(), "n": args.n, "rounds": rounds})
+        write_json(
+            args.json,
+            {"conditions": conditions(), "n": args.n, "rounds": rounds, "c_rounds": c_rounds},
+        )
     return 0
 
 

@@ -181,14 +181,19 @@ def floor_lines(results: Path) -> list[str]:
     data = load(results / "host-floor.json")
     if not data:
         return []
-    per_check = [r["cpu_us_per_check"] for r in data["rounds"]]
-    sys_share = sum(r["sys_us_per_check"] for r in data["rounds"]) / sum(per_check)
-    return [
-        "",
-        f"The floor (`bench/host_floor.py`, a bare loop of a TCP probe's system calls, "
-        f"{len(per_check)} rounds): {min(per_check):.1f}-{max(per_check):.1f} µs CPU per check, "
-        f"{100 * sys_share:.0f} % of it system time.",
-    ]
+    lines = [""]
+    for key, what in (("rounds", "in Python"), ("c_rounds", "in C (`bench/tcp-floor.c`)")):
+        rounds = data.get(key) or []
+        if not rounds:
+            continue
+        per_check = [r["cpu_us_per_check"] for r in rounds]
+        sys_share = sum(r["sys_us_per_check"] for r in rounds) / sum(per_check)
+        lines.append(
+            f"The floor {what} (`bench/host_floor.py`, a bare loop of a TCP probe's system calls, "
+            f"{len(per_check)} rounds): {min(per_check):.1f}-{max(per_check):.1f} µs CPU per "
+            f"check, {100 * sys_share:.0f} % of it system time."
+        )
+    return lines
 
 
 def host_detect_table(results: Path) -> list[str]:
