@@ -176,7 +176,7 @@ class Daemon(Operations):
         """Run until ``stopping`` is set."""
         runner: web.AppRunner | None = None
         if self.config.metrics.enabled:
-            app = api.make_app(self.metrics.exposition, self.reconciler.ready.is_set)
+            app = api.make_app(self.metrics.pieces, self.reconciler.ready.is_set)
             try:
                 runner = await api.start(app, self.config.metrics.host, self.config.metrics.port)
             except OSError as exc:

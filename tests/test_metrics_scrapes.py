@@ -76,7 +76,7 @@ class World:
             PoolCollector(self.sources, m.tracker, lambda: self.wall, lambda: self.mono),
             KernelCollector(self.sources.config, self.sources.observed),
         )
-        return b"".join(f.data() for c in collectors for f in c.render())
+        return b"".join(piece for c in collectors for piece in c.pieces())
 
     def probe(self, rs: str, ok: bool, reason: Reason = Reason.OK) -> None:
         self.wall += 1

@@ -154,6 +154,30 @@ def test_histograms_match_the_library_and_line_by_line() -> None:
         assert parsed(render([ours])) == parsed(library_text([lib]))
 
 
+def test_histograms_in_pieces_are_the_same_text() -> None:
+    """A scrape writes a large family of histograms a few hundred at a time; joined, the pieces
+    are the family, and only the first carries its head."""
+    bounds = (0.001, 0.5)
+    les = le_labels(bounds)
+    blocks = [label_block(NAMES, ("v", f"r{i}")) for i in range(5)]
+    values = [Histogram(bounds, [i, 1], i + 1, 0.25 * i) for i in range(5)]
+    whole = Family("healthd_d_seconds", "histogram", "Durations")
+    whole.start()
+    whole.histograms(blocks, values, les)
+    pieces = list(
+        Family("healthd_d_seconds", "histogram", "Durations").histogram_pieces(
+            blocks, values, les, per_piece=2
+        )
+    )
+    assert len(pieces) == 3
+    assert b"".join(pieces) == whole.data()
+    assert [p.count(b"# TYPE") for p in pieces] == [1, 0, 0]
+    empty = list(
+        Family("healthd_d_seconds", "histogram", "Durations").histogram_pieces([], [], les)
+    )
+    assert empty == [b"# HELP healthd_d_seconds Durations\n# TYPE healthd_d_seconds histogram\n"]
+
+
 def _scrape(family: Family, blocks: list[str], values: list[float]) -> bytes:
     family.start()
     family.column(blocks, values)
@@ -198,9 +222,9 @@ def test_only_families_that_do_not_change_keep_their_text() -> None:
     blocks = [label_block(NAMES, ("v", "r"))]
     for wall in (1.5, 2.5, 3.5):  # a timestamp: new every scrape
         _scrape(family, blocks, [wall])
-    assert family._kept is None  # nothing held between scrapes
+    assert family._kept == []  # nothing held between scrapes
     _scrape(family, blocks, [3.5])
-    assert family._kept is not None
+    assert family._kept
 
 
 def test_present_keeps_the_series_that_have_a_value() -> None:

@@ -9,7 +9,7 @@ leaves the exposition with it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -125,7 +125,9 @@ class ChecksCollector:
         self._families = _CheckFamilies()
         self._layouts = Layouts() if layouts is None else layouts
 
-    def render(self) -> list[Family]:
+    def pieces(self) -> Iterator[bytes]:
+        """The families' text, a piece at a time (``text.py``): each is written when it is
+        asked for, from the values of that moment."""
         lay = self._layouts.checks(self._config())
         f = self._families
         for family in f.all():
@@ -133,27 +135,29 @@ class ChecksCollector:
         blank = CheckRecord(Histogram(self._buckets))
         get, blocks = self._records.get, lay.blocks
         recs = [get(check_id, blank) for check_id in lay.ids]
-        f.attempts.column(blocks, [r.attempts for r in recs])
+        yield from f.attempts.column_pieces(blocks, [r.attempts for r in recs])
         failures = [
             z if not r.failures else _by_reason(z, r.failures)
             for z, r in zip(lay.zeros, recs, strict=True)
         ]
-        f.failures.groups(blocks, "reason", failures)
+        yield from f.failures.group_pieces(blocks, "reason", failures)
+        histograms: tuple[Sequence[str], Sequence[Histogram]] = ((), ())
         if self._granularity == "per_real_server":
-            f.duration.histograms(*present(blocks, [r.duration for r in recs]), les=self._les)
+            histograms = present(blocks, [r.duration for r in recs])
         elif self._granularity == "per_virtual_server":
             empty = Histogram(self._buckets)
-            pooled = [self._pooled.get(pool) or empty for pool in lay.pools]
-            f.duration.histograms(lay.pool_blocks, pooled, self._les)
-        f.last_attempt.column(blocks, [r.last_attempt for r in recs])
-        f.last_success.column(blocks, [r.last_success for r in recs])
-        f.consecutive.column(blocks, [r.consecutive_failures for r in recs])
-        f.interval.column(blocks, lay.intervals)
-        f.timeout.column(blocks, lay.timeouts)
+            histograms = (lay.pool_blocks, [self._pooled.get(pool) or empty for pool in lay.pools])
+        yield from f.duration.histogram_pieces(*histograms, les=self._les)
+        yield from f.last_attempt.column_pieces(blocks, [r.last_attempt for r in recs])
+        yield from f.last_success.column_pieces(blocks, [r.last_success for r in recs])
+        yield from f.consecutive.column_pieces(blocks, [r.consecutive_failures for r in recs])
+        yield from f.interval.column_pieces(blocks, lay.intervals)
+        yield from f.timeout.column_pieces(blocks, lay.timeouts)
         http = [recs[i] for i in lay.http]
-        f.http_status.column(lay.http_blocks, [r.http_status for r in http])
-        f.cert_expiry.column(*present(lay.http_blocks, [r.tls_not_after for r in http]))
-        return f.all()
+        yield from f.http_status.column_pieces(lay.http_blocks, [r.http_status for r in http])
+        yield from f.cert_expiry.column_pieces(
+            *present(lay.http_blocks, [r.tls_not_after for r in http])
+        )
 
 
 def _by_reason(zeros: Pairs, failed: dict[str, int]) -> Pairs:
@@ -233,7 +237,8 @@ class PoolCollector:
         self._families = _PoolFamilies()
         self._layouts = Layouts() if layouts is None else layouts
 
-    def render(self) -> list[Family]:
+    def pieces(self) -> Iterator[bytes]:
+        """The families' text, a piece at a time (``text.py``)."""
         src = self._sources
         config, states = src.config(), src.states()
         lay = self._layouts.servers(config)
@@ -244,19 +249,26 @@ class PoolCollector:
             family.start()
         blocks = lay.rs_blocks
         current = [states.get(rs_id, "unknown") for rs_id in lay.rs_ids]
-        f.state.groups(blocks, "state", [_STATE_SET.get(c) or _state_set(c) for c in current])
+        yield from f.state.group_pieces(
+            blocks, "state", [_STATE_SET.get(c) or _state_set(c) for c in current]
+        )
         history = list(map(self._tracker.history.get, lay.rs_ids))
-        f.transitions.groups(blocks, "to_state", [_entered(h) for h in history])
-        f.since.column(*present(blocks, [h.since_wall if h is not None else None for h in history]))
-        f.downtime.column(blocks, [h.downtime(mono) if h is not None else 0.0 for h in history])
-        f.configured.column(blocks, lay.weights)
+        yield from f.transitions.group_pieces(blocks, "to_state", [_entered(h) for h in history])
+        yield from f.since.column_pieces(
+            *present(blocks, [h.since_wall if h is not None else None for h in history])
+        )
+        yield from f.downtime.column_pieces(
+            blocks, [h.downtime(mono) if h is not None else 0.0 for h in history]
+        )
+        yield from f.configured.column_pieces(blocks, lay.weights)
         wanted, in_kernel = _weights(lay, src.desired(), src.observed())
-        f.desired.column(*present(blocks, wanted))
-        f.kernel.column(*present(blocks, in_kernel))
-        f.rs_info.column(lay.rs_info_blocks, lay.rs_ones)
-        f.by_state.groups(lay.vs_blocks, "state", [_by_state(current[a:b]) for a, b in lay.spans])
-        f.vs_info.column(lay.vs_info_blocks, lay.vs_ones)
-        return f.all()
+        yield from f.desired.column_pieces(*present(blocks, wanted))
+        yield from f.kernel.column_pieces(*present(blocks, in_kernel))
+        yield from f.rs_info.column_pieces(lay.rs_info_blocks, lay.rs_ones)
+        yield from f.by_state.group_pieces(
+            lay.vs_blocks, "state", [_by_state(current[a:b]) for a, b in lay.spans]
+        )
+        yield from f.vs_info.column_pieces(lay.vs_info_blocks, lay.vs_ones)
 
 
 def _entered(history: RealServerHistory | None) -> Pairs:

@@ -8,7 +8,7 @@ virtual or real server that is not in the kernel has no series here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
 from operator import attrgetter
 
@@ -44,7 +44,8 @@ class KernelCollector:
         self._families = _families()
         self._layouts = Layouts() if layouts is None else layouts
 
-    def render(self) -> list[Family]:
+    def pieces(self) -> Iterator[bytes]:
+        """The families' text, a piece at a time (``text.py``)."""
         vs_families, rs_families, conn_families = self._families
         config, observed = self._config(), self._observed()
         lay = self._layouts.servers(config)
@@ -58,16 +59,17 @@ class KernelCollector:
             rss += map(have_vs.real_servers.get, keys) if have_vs else repeat(None, end - start)
         vs_blocks, vs_seen = present(lay.vs_blocks, vss)
         rs_blocks, rs_seen = present(lay.rs_blocks, rss)
-        _add_stats(vs_families, vs_blocks, [vs.stats for vs in vs_seen])
-        _add_stats(rs_families, rs_blocks, [rs.stats for rs in rs_seen])
+        yield from _add_stats(vs_families, vs_blocks, [vs.stats for vs in vs_seen])
+        yield from _add_stats(rs_families, rs_blocks, [rs.stats for rs in rs_seen])
         for family, (_, attribute, _) in zip(conn_families, GAUGES, strict=True):
-            family.column(rs_blocks, list(map(attrgetter(attribute), rs_seen)))
-        return [*vs_families, *rs_families, *conn_families]
+            yield from family.column_pieces(rs_blocks, list(map(attrgetter(attribute), rs_seen)))
 
 
-def _add_stats(families: list[Family], blocks: Sequence[str], stats: list[TrafficStats]) -> None:
+def _add_stats(
+    families: list[Family], blocks: Sequence[str], stats: list[TrafficStats]
+) -> Iterator[bytes]:
     for family, (_, attribute, _) in zip(families, COUNTERS, strict=True):
-        family.column(blocks, list(map(attrgetter(attribute), stats)))
+        yield from family.column_pieces(blocks, list(map(attrgetter(attribute), stats)))
 
 
 def _families() -> tuple[list[Family], list[Family], list[Family]]:

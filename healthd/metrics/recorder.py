@@ -198,10 +198,14 @@ class Metrics:
     def exposition(self) -> list[bytes]:
         """What /metrics answers: every family, in the Prometheus text format 0.0.4, in pieces
         to be sent one after the other (joined, they would be one more copy of it all)."""
-        parts = [generate_latest(self.registry)]
+        return list(self.pieces())
+
+    def pieces(self) -> Iterator[bytes]:
+        """The exposition, each piece written when it is asked for (``api.py`` gives the event
+        loop back between two).  One at a time: the families are filled in place."""
+        yield generate_latest(self.registry)
         for collector in self._bulk:
-            parts += [family.data() for family in collector.render()]
-        return parts
+            yield from collector.pieces()
 
     # ---- series life cycle --------------------------------------------------------------
 
