@@ -8,6 +8,10 @@ reconciler on the dry-run table), pinned to one CPU.  The only addition is a rec
 scheduler's ``on_delay`` hook (one list append per probe), which gives the exact distribution
 of schedule delays (actual start minus planned start) instead of histogram buckets.
 
+With ``--scrape-every S``, a separate process (on the sink's CPU) reads ``/metrics`` every S
+seconds during the window, as Prometheus would: the daemon renders the exposition on the same
+event loop that runs the probes, so what a scrape does to the schedule shows in the delays.
+
 Per N: warm-up, then a window: checks done (scheduler.completed), CPU time of this process
 (user+sys from /proc/self/stat, so other engineers' load on the box does not count), and the
 delays of the probes that started in the window.
@@ -47,6 +51,24 @@ from common import (
 from configs import healthd_config
 
 BASE_PORT = 10000
+METRICS_PORT = 9540
+SCRAPER = """
+import socket, sys, time
+every, until = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+request = b"GET /metrics HTTP/1.1\\r\\nHost: bench\\r\\nConnection: close\\r\\n\\r\\n"
+walls, sizes = [], []
+while time.monotonic() < until:  # bounded in time
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", int(sys.argv[3])), timeout=30) as conn:
+        conn.sendall(request)
+        size = 0
+        while chunk := conn.recv(1 << 20):  # read as Prometheus does: all of it, no parsing
+            size += len(chunk)
+    walls.append(time.monotonic() - t0)
+    sizes.append(size)
+    time.sleep(max(0.0, every - walls[-1]))
+print(len(walls), max(walls, default=0.0), min(sizes, default=0))
+"""
 
 
 def enter_netns() -> None:
@@ -124,6 +146,8 @@ async def measure(
     window_s: float,
     uvloop_used: bool,
     sink_pid: int,
+    scrape_every_s: float | None = None,
+    scrape_cpu: int = 0,
 ) -> dict[str, Any]:
     from healthd import config
     from healthd.daemon import Daemon, open_port
@@ -148,10 +172,26 @@ async def measure(
         profiler.enable()
     pids = [os.getpid(), *(p for p in children_of(os.getpid()) if p != sink_pid)]
     cpu0 = [cpu_seconds(p) for p in pids]
+    scraper = None
+    if scrape_every_s:  # not in pids: its CPU is not the daemon's
+        scraper = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SCRAPER, str(scrape_every_s), str(window_s), str(METRICS_PORT),
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        os.sched_setaffinity(scraper.pid, {scrape_cpu})
     done0, t0 = daemon.scheduler.completed, time.monotonic()
     await asyncio.sleep(window_s)
     done1, t1 = daemon.scheduler.completed, time.monotonic()
     per_process = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
+    scrapes: dict[str, Any] = {}
+    if scraper is not None:
+        out, _ = await scraper.communicate()
+        count, longest_s, smallest = out.split()
+        scrapes = {
+            "scrapes": int(count),
+            "scrape_max_s": float(longest_s),
+            "scrape_min_bytes": int(smallest),
+        }
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(os.environ["HEALTHD_BENCH_CPROFILE"])
@@ -174,6 +214,8 @@ async def measure(
         "up": sum(1 for s in states.values() if s == "up"),
         "rss_kb": status_kb(os.getpid(), "VmRSS"),
         "uvloop": uvloop_used,
+        "scrape_every_s": scrape_every_s,
+        **scrapes,
     }
 
 
@@ -188,7 +230,7 @@ def run_one(args: argparse.Namespace, n: int, sink_bin: Path, work: Path) -> dic
         interval_s=args.interval,
         timeout_s=min(0.9, args.interval * 0.9),
         max_concurrent=args.max_concurrent,
-        metrics_port=9540,
+        metrics_port=METRICS_PORT,
         workers=args.workers,
     )
     sink = Sink(sink_bin, "127.0.0.1", BASE_PORT, n, args.check, work)
@@ -210,6 +252,8 @@ def run_one(args: argparse.Namespace, n: int, sink_bin: Path, work: Path) -> dic
                     window_s=args.window,
                     uvloop_used=uvloop_used,
                     sink_pid=sink.pid,
+                    scrape_every_s=args.scrape_every,
+                    scrape_cpu=args.sink_cpu,
                 )
             )
     finally:
@@ -230,6 +274,9 @@ def main() -> int:
     parser.add_argument("--sink-cpu", type=int, default=0)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--stop-when-missed", action="store_true")
+    parser.add_argument(
+        "--scrape-every", type=float, help="seconds: read /metrics this often during the window"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     enter_host_bench(args.cpu)
@@ -262,6 +309,11 @@ def main() -> int:
                 "CPU {cpu_pct:.0f}%, {cpu_us_per_check:.1f} us/check, delay p50 "
                 "{delay_p50_ms:.2f} ms p99 {delay_p99_ms:.2f} ms, up {up}, per process "
                 "{cpu_pct_per_process}".format(**result)
+                + (
+                    ", {scrapes} scrapes (longest {scrape_max_s:.3f} s)".format(**result)
+                    if args.scrape_every
+                    else ""
+                )
             )
             if args.stop_when_missed and result["delay_p99_ms"] >= 10.0:
                 break

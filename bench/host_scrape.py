@@ -140,6 +140,7 @@ def main() -> int:
                 moved = wait_moved(work / "healthd.log", started, 120.0)
                 log(f"  probes moved to workers after {moved} s")
             pids = [proc.pid, *(p for p in children_of(proc.pid) if p != sink.pid)]
+            rss_unscraped_kb = sum(status_kb(p, "VmRSS") for p in pids)  # before any scrape
             walls: list[float] = []
             firsts: list[float] = []
             cpus: list[float] = []
@@ -174,6 +175,7 @@ def main() -> int:
                     1 for ln in body.decode().splitlines() if ln and not ln.startswith("#")
                 ),
                 "up": up,
+                "rss_before_scrapes_kb": rss_unscraped_kb,
                 "rss_kb": sum(status_kb(p, "VmRSS") for p in pids),
                 "peak_rss_kb": sum(status_kb(p, "VmHWM") for p in pids),
                 "workers": args.workers,
@@ -189,7 +191,8 @@ def main() -> int:
         f"(headers after p50 {1000 * first['p50']:.0f} ms); daemon CPU per scrape p50 "
         f"{1000 * cpu['p50']:.0f} ms, p99 {1000 * cpu['p99']:.0f} ms; {result['bytes']} bytes"
         f"{' ' + encoding if encoding else ''}, {result['series']} series, "
-        f"RSS {result['rss_kb']} kB"
+        f"RSS {result['rss_before_scrapes_kb']} kB before the first scrape, "
+        f"{result['rss_kb']} kB after, peak {result['peak_rss_kb']} kB"
     )
     if args.json:
         write_json(args.json, {"conditions": conditions(), **result})

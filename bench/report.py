@@ -159,21 +159,28 @@ def netlink_table(data: Any) -> list[str]:
 
 def host_rate_table(results: Path) -> list[str]:
     out = [
-        "| check | workers | scheduled/s | done/s | CPU % (per process) | µs CPU/check | "
-        "delay p50 / p99 (ms) | p99 < 10 ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| check | workers | real servers | interval (s) | /metrics read | scheduled/s | done/s "
+        "| CPU % (per process) | µs CPU/check | delay p50 / p99 (ms) | p99 < 10 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for path in sorted(results.glob("host-rate-*.json")):
         data = load(path)
+        workers = data.get("workers") or 0
         for r in data["runs"]:
-            workers = data.get("workers") or 0
-            per_process = ", ".join(map(str, r["cpu_pct_per_process"]))
-            out.append(
-                f"| {r['check'].upper()} | {workers} | {r['scheduled_per_s']:.0f} | "
-                f"{r['checks_per_s']:.0f} | {r['cpu_pct']:.0f} ({per_process}) "
-                f"| {fmt(r['cpu_us_per_check'], 1)} | {fmt(r['delay_p50_ms'])} / "
-                f"{fmt(r['delay_p99_ms'])} | {'yes' if r['delay_p99_ms'] < 10 else 'no'} |"
-            )
+            interval_s = r["n"] / r["scheduled_per_s"]
+            scrape_s = r.get("scrape_every_s") or 0.0
+            rows.append((r["check"], workers, -interval_s, scrape_s, r["scheduled_per_s"], r))
+    for check, workers, minus_interval_s, scrape_s, _, r in sorted(rows, key=lambda x: x[:5]):
+        per_process = ", ".join(map(str, r["cpu_pct_per_process"]))
+        scraped = f"every {scrape_s:g} s ({r.get('scrapes', 0)})" if scrape_s else "no"
+        out.append(
+            f"| {check.upper()} | {workers} | {r['n']} | {-minus_interval_s:g} | {scraped} "
+            f"| {r['scheduled_per_s']:.0f} | {r['checks_per_s']:.0f} "
+            f"| {r['cpu_pct']:.0f} ({per_process}) | {fmt(r['cpu_us_per_check'], 1)} "
+            f"| {fmt(r['delay_p50_ms'])} / {fmt(r['delay_p99_ms'])} "
+            f"| {'yes' if r['delay_p99_ms'] < 10 else 'no'} |"
+        )
     return out
 
 
@@ -182,16 +189,19 @@ def floor_lines(results: Path) -> list[str]:
     if not data:
         return []
     lines = [""]
-    for key, what in (("rounds", "in Python"), ("c_rounds", "in C (`bench/tcp-floor.c`)")):
+    for key, what in (
+        ("rounds", "in Python (`bench/host_floor.py`, a bare loop of a TCP probe's system calls"),
+        ("c_rounds", "in C (`bench/tcp-floor.c`, the same loop without the interpreter"),
+    ):
         rounds = data.get(key) or []
         if not rounds:
             continue
         per_check = [r["cpu_us_per_check"] for r in rounds]
         sys_share = sum(r["sys_us_per_check"] for r in rounds) / sum(per_check)
         lines.append(
-            f"The floor {what} (`bench/host_floor.py`, a bare loop of a TCP probe's system calls, "
-            f"{len(per_check)} rounds): {min(per_check):.1f}-{max(per_check):.1f} µs CPU per "
-            f"check, {100 * sys_share:.0f} % of it system time."
+            f"- The floor {what}, {len(per_check)} rounds): "
+            f"{min(per_check):.1f}-{max(per_check):.1f} µs CPU per check, "
+            f"{100 * sys_share:.0f} % of it system time."
         )
     return lines
 
@@ -228,7 +238,13 @@ def scrape_table(results: Path) -> list[str]:
             f" p99 {fmt(wall['p99'], 0, 1000)} ms ({wall['n']} scrapes);"
             f" daemon CPU per scrape p50 {fmt(cpu['p50'], 0, 1000)} ms;"
             f" {r['series']} series, {r['bytes'] / 1e6:.1f} MB; {r['up']:.0f} up;"
-            f" daemon RSS {r['rss_kb'] / 1024:.0f} MB"
+            f" daemon RSS {r['rss_kb'] / 1024:.0f} MB after the scrapes"
+            + (
+                f" ({r['rss_before_scrapes_kb'] / 1024:.0f} MB before the first,"
+                f" peak {r['peak_rss_kb'] / 1024:.0f} MB)"
+                if "rss_before_scrapes_kb" in r
+                else ""
+            )
         )
     return out
 

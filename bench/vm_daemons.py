@@ -234,6 +234,17 @@ def detection(
     }
 
 
+def cpu_window(daemon: Daemon, sink: Sink, window_s: float) -> tuple[list[int], dict[str, Any]]:
+    """The daemon's processes, and their CPU and checks over ``window_s``."""
+    pids = daemon.pids()
+    sink_cpu0 = cpu_seconds(sink.pid)
+    window = CpuWindow(pids)
+    time.sleep(window_s)
+    out = window.finish()
+    out["sink_cpu_pct"] = 100 * (cpu_seconds(sink.pid) - sink_cpu0) / out["wall_s"]
+    return pids, out
+
+
 def run_case(
     kind: str, check_type: str, n: int, args: Any, work: Path, watch: IpvsWatch, sink_bin: Path
 ) -> dict[str, Any]:
@@ -253,14 +264,13 @@ def run_case(
             if out["moved_after_s"] is not None:
                 time.sleep(args.settle)  # the worker's Python start, and a second move if any
         time.sleep(args.warmup)
-        pids = daemon.pids()
-        sink_cpu0 = cpu_seconds(sink.pid)
-        window = CpuWindow(pids)
-        time.sleep(args.window)
-        out["window"] = window.finish()
-        out["window"]["sink_cpu_pct"] = (
-            100 * (cpu_seconds(sink.pid) - sink_cpu0) / out["window"]["wall_s"]
-        )
+        moves = daemon.moves()
+        pids, out["window"] = cpu_window(daemon, sink, args.window)
+        if daemon.moves() != moves:  # the window saw a handover, the new workers uncounted
+            log(f"  {kind}: the probes moved during the window; measuring again after it settles")
+            out["handover_window"] = out["window"]
+            time.sleep(args.settle)
+            pids, out["window"] = cpu_window(daemon, sink, args.window)
         out["processes"] = len(pids)
         out["moved"] = daemon.moved()
         out["moves"] = daemon.moves()
