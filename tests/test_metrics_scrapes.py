@@ -13,6 +13,7 @@ from healthd.config import Config, parse_text
 from healthd.metrics import Metrics, Sources
 from healthd.metrics.collectors import ChecksCollector, PoolCollector
 from healthd.metrics.kernel import KernelCollector
+from healthd.metrics.text import ROWS_PER_PIECE
 from healthd.model import (
     Forwarding,
     Observed,
@@ -42,9 +43,11 @@ virtual_servers:
 
 
 class World:
-    def __init__(self) -> None:
-        self.config = parse_text(CONFIG, "test.yaml")
-        self.states = {("web", "a"): "up", ("web", "b"): "up", ("api", "x"): "up"}
+    def __init__(self, config: str = CONFIG) -> None:
+        self.config = parse_text(config, "test.yaml")
+        self.states = {
+            (vs.name, rs.name): "up" for vs in self.config.virtual_servers for rs in vs.real_servers
+        }
         self.observed: Observed = _observed(self.config, connections=10)
         self.wall, self.mono = 1_700_000_000.0, 0.0
         self.sources = Sources(
@@ -160,3 +163,26 @@ def test_a_certificate_seen_after_scrapes_without_one_shows() -> None:
     s = world.scrape()
     x = frozenset({("virtual_server", "api"), ("real_server", "x"), ("check", "health")})
     assert s[("healthd_check_tls_cert_expiry_timestamp_seconds", x)] == 1.8e9
+
+
+def test_a_scrape_given_up_halfway_leaves_the_next_one_whole() -> None:
+    """A client that goes away mid-answer stops the writing in the middle of a family; what
+    changed meanwhile and what was left unwritten both show in the next scrape."""
+    many = "\n".join(
+        f"      - {{name: r{i}, address: 192.168.3.{i % 250 + 1}, port: {1000 + i}}}"
+        for i in range(2 * ROWS_PER_PIECE + 10)
+    )
+    world = World(
+        CONFIG + "  - name: big\n    address: 10.0.0.9\n    port: 80\n"
+        "    checks: [{type: tcp}]\n    real_servers:\n" + many + "\n"
+    )
+    pieces = world.metrics.pieces()  # the first scrape: what it writes is kept as text
+    for piece in pieces:
+        if piece.startswith(b"# HELP healthd_real_server_state "):
+            break  # the first of its three pieces
+    world.probe("b", False, Reason.REFUSED)
+    pieces.close()
+    s = world.scrape()
+    assert s[("healthd_check_failures_total", _check("b", reason="refused"))] == 1
+    big = frozenset({("virtual_server", "big"), ("real_server", f"r{2 * ROWS_PER_PIECE}")})
+    assert s[("healthd_real_server_state", big | {("state", "up")})] == 1
