@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from aiohttp import HttpVersion11, web
@@ -21,13 +22,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 # The pieces are written as they are asked for (``Metrics.pieces``), and the handler gives the
 # event loop back every SLICE_S of writing them: written at once, the exposition of 10 000 real
 # servers held every probe due for ~0.2 s per scrape.  An exposition larger than CHUNK_BYTES goes
-# out as it is written (chunked: only what the socket has not taken is held), a smaller one with
-# its length.
+# out as it is written (chunked), a smaller one with its length.  Writing is one scrape at a time
+# (the families are filled in place); while writing, a piece is sent only if the socket's buffer
+# has room for it without waiting for the client, so a client that stops reading holds memory
+# (at most its exposition), never the other scrapes.
 CHUNK_BYTES = 1 << 20
 BUFFER_BYTES = 8 << 20
 SLICE_S = 0.002
 
 Exposition = Callable[[], bytes | Iterable[bytes]]  # the body, or its pieces in order
+Data = bytes | memoryview
 
 
 def make_app(exposition: Exposition, ready: Callable[[], bool]) -> web.Application:
@@ -35,11 +39,11 @@ def make_app(exposition: Exposition, ready: Callable[[], bool]) -> web.Applicati
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
+        response: web.StreamResponse | None = None
+        held: deque[Data] = deque()  # written, not yet sent
+        size = 0
         async with one_at_a_time:
             body = exposition()
-            response: web.StreamResponse | None = None
-            held: list[bytes] = []  # written, not yet sent
-            size = 0
             until = time.monotonic() + SLICE_S
             for piece in [body] if isinstance(body, bytes) else body:
                 held.append(piece)
@@ -49,17 +53,16 @@ def make_app(exposition: Exposition, ready: Callable[[], bool]) -> web.Applicati
                 if response is None and size > CHUNK_BYTES and request.method == "GET":
                     response = await _stream(request, headers)
                 if response is not None:
-                    await _send(response, held)
-                    held = []
+                    await _send(response, held, _room(request))
                 await asyncio.sleep(0)  # the probes due meanwhile
                 until = time.monotonic() + SLICE_S
-            if response is None and (size <= CHUNK_BYTES or request.method != "GET"):
-                return web.Response(body=b"".join(held), headers=headers)  # HEAD: no body
-            if response is None:
-                response = await _stream(request, headers)
-            await _send(response, held)
-            await response.write_eof()
-            return response
+        if response is None and (size <= CHUNK_BYTES or request.method != "GET"):
+            return web.Response(body=b"".join(held), headers=headers)  # HEAD: no body
+        if response is None:
+            response = await _stream(request, headers)
+        await _send(response, held, lambda: True)
+        await response.write_eof()
+        return response
 
     async def healthz(_: web.Request) -> web.Response:
         if ready():
@@ -82,11 +85,26 @@ async def _stream(request: web.Request, headers: dict[str, str]) -> web.StreamRe
     return response
 
 
-async def _send(response: web.StreamResponse, pieces: list[bytes]) -> None:
-    for piece in pieces:
-        view = memoryview(piece)
-        for start in range(0, len(piece), CHUNK_BYTES):
-            await response.write(view[start : start + CHUNK_BYTES])
+def _room(request: web.Request) -> Callable[[], bool]:
+    """Whether the socket's buffer can take a piece without the write waiting for the client."""
+    transport = request.transport
+    if transport is None:
+        return lambda: False
+    return lambda: transport.get_write_buffer_size() < BUFFER_BYTES // 2
+
+
+async def _send(
+    response: web.StreamResponse, pieces: deque[Data], room: Callable[[], bool]
+) -> None:
+    """Send from the left while ``room()``, in slices of at most CHUNK_BYTES (views, not
+    copies; the rest of a larger piece goes back to the left)."""
+    while pieces and room():
+        piece = pieces.popleft()
+        if len(piece) > CHUNK_BYTES:
+            view = memoryview(piece)
+            pieces.appendleft(view[CHUNK_BYTES:])
+            piece = view[:CHUNK_BYTES]
+        await response.write(piece)
 
 
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -122,3 +122,27 @@ async def test_healthz_follows_readiness() -> None:
         assert (await client.get("/healthz")).status == 503
         ready = True
         assert (await client.get("/healthz")).status == 200
+
+
+async def test_a_client_that_stops_reading_does_not_hold_up_the_next_scrape() -> None:
+    """Writing the exposition is one scrape at a time; sending it is not: a scraper that never
+    reads its answer leaves the others answered."""
+    big = [bytes([i % 256]) * (1 << 20) for i in range(40)]  # more than the sockets take
+
+    def pieces() -> Iterator[bytes]:
+        for piece in big:
+            time.sleep(2 * SLICE_S)  # written slowly: sent as it is written
+            yield piece
+
+    app = make_app(pieces, lambda: True)
+    async with TestClient(TestServer(app)) as client:
+        url = client.make_url("/metrics")
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: stuck\r\n\r\n")
+        await reader.readexactly(1)  # its answer has started; it reads no more
+        try:
+            response = await asyncio.wait_for(client.get("/metrics"), 10)
+            body = await asyncio.wait_for(response.read(), 10)
+        finally:
+            writer.close()
+    assert body == b"".join(big)
