@@ -8,12 +8,11 @@ families still go through prometheus_client (``Metrics.exposition`` puts the two
 
 A collector fills each family in one call per scrape: the label blocks of its series (built once
 per config, ``layout.py``) and their values in the same order, one f-string per line in one list
-comprehension, then one join and one encode per family.  Each family is one piece of the answer
-(a family of histograms, one piece per few hundred histograms), written when the answer gets to
-it: a scrape gives the event loop back between two pieces, so the probes run while a large
-exposition is written (10 000 real servers: ~0.2 s of CPU, which held every probe due meanwhile
-when it was written at once).  The pieces are sent as they are (``api.py``), never joined into
-one 50 MB string.
+comprehension, then one join and one encode per piece of ``ROWS_PER_PIECE`` series (histograms:
+``HISTOGRAMS_PER_PIECE``), each piece written when the answer gets to it: a scrape gives the event
+loop back between pieces, so the probes run while a large exposition is written (10 000 real
+servers: ~0.2 s of CPU, which held every probe due meanwhile when it was written at once).  The
+pieces are sent as they are (``api.py``), never joined into one 50 MB string.
 
 A family whose label blocks and values are those of the scrape before (the same objects, or
 equal ints) gives back the bytes it wrote then: settings, info, states, weights, kernel counters
