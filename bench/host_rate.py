@@ -126,6 +126,21 @@ def record_delays(daemon: Any) -> list[float]:
 
         scheduler._on_delays = on_delays
         return delays
+    quiet = scheduler._quiet
+    if quiet is not None:
+        # Settled successes are counted in the C engine, their delays bucketed (Quiet): each
+        # counts as its bucket's upper bound, as the workers' above.
+        import dataclasses
+
+        merge_quiet = quiet.delays
+
+        def on_quiet_delays(counts: Sequence[int], count: int, total_s: float) -> None:
+            for bound, c in zip(DELAY_BUCKETS_S, counts, strict=True):
+                delays.extend([bound] * c)
+            delays.extend([2 * DELAY_BUCKETS_S[-1]] * (count - sum(counts)))
+            merge_quiet(counts, count, total_s)
+
+        scheduler._quiet = dataclasses.replace(quiet, delays=on_quiet_delays)
     observe = scheduler._on_delay
     assert observe is not None
 
@@ -163,6 +178,7 @@ async def measure(
         await asyncio.sleep(0.1)
     await asyncio.sleep(warmup_s)
     gc.collect()
+    daemon.scheduler.drain()  # settled successes counted in the C engine so far (Quiet)
     delays.clear()
     profiler = None
     if os.environ.get("HEALTHD_BENCH_CPROFILE"):  # where the time goes (slows everything down)
@@ -181,6 +197,7 @@ async def measure(
         os.sched_setaffinity(scraper.pid, {scrape_cpu})
     done0, t0 = daemon.scheduler.completed, time.monotonic()
     await asyncio.sleep(window_s)
+    daemon.scheduler.drain()
     done1, t1 = daemon.scheduler.completed, time.monotonic()
     per_process = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
     scrapes: dict[str, Any] = {}

@@ -32,6 +32,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -68,6 +69,11 @@ typedef struct {
     int live;         /* 0: a free slot */
     int hpos;         /* position in its heap, -1 when in none */
     uint32_t gen;     /* bumped at every connect: tells stale epoll events apart */
+    int quiet;        /* successes are counted here (drain()), not reported one by one */
+    uint32_t qn;      /* successes counted since the last drain */
+    double qsum;      /* their durations, summed */
+    double qlast;     /* when the latest of them ended (CLOCK_MONOTONIC) */
+    double qlast_duration;
     socklen_t alen;
     int family;
     union {
@@ -99,6 +105,17 @@ typedef struct {
     int live_count;
     double jitter;
     uint64_t rng;
+    /* quiet successes: duration buckets per target, schedule delays for all (drain()) */
+    double *dbounds; /* upper bounds of the duration buckets */
+    int ndb;
+    uint32_t *qcounts; /* cap x ndb: per slot, successes by duration bucket */
+    double *lbounds;   /* upper bounds of the schedule-delay buckets */
+    int nlb;
+    uint64_t *lcounts; /* nlb: quiet successes by schedule-delay bucket */
+    uint64_t ln;
+    double lsum;
+    int finished; /* checks finished by the latest run(), quiet ones included */
+    int drain_at;  /* the slot where the next drain(limit) goes on */
 } Engine;
 
 static double now_s(void) {
@@ -115,6 +132,19 @@ static double uniform(Engine *e, double a, double b) { /* xorshift64* */
     e->rng = x;
     uint64_t r = x * 0x2545F4914F6CDD1DULL;
     return a + (b - a) * ((double)(r >> 11) * (1.0 / 9007199254740992.0));
+}
+
+/* the bucket of value: the first bound at or above it (as bisect_left); n: above every bound */
+static int bucket_of(const double *bounds, int n, double value) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (bounds[mid] < value)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 /* ---- index-tracked min-heaps over target slots ------------------------------------------ */
@@ -204,6 +234,21 @@ static int finish(Engine *e, int slot, int code, double end, PyObject *results) 
     t->when = due;
     t->state = IDLE;
     heap_push(e, &e->due, slot);
+    e->finished++;
+    if (t->quiet && code == 0) { /* nothing new: counted, reported by drain() */
+        t->qn++;
+        t->qsum += duration;
+        t->qlast = end;
+        t->qlast_duration = duration;
+        int i = bucket_of(e->dbounds, e->ndb, duration);
+        if (i < e->ndb) e->qcounts[(size_t)slot * (size_t)e->ndb + (size_t)i]++;
+        i = bucket_of(e->lbounds, e->nlb, t->delay);
+        if (i < e->nlb) e->lcounts[i]++;
+        e->ln++;
+        e->lsum += t->delay;
+        return 0;
+    }
+    t->quiet = 0; /* a failure: reported, and Python decides again */
     return append_result(results, slot, code, duration, t->delay);
 }
 
@@ -275,15 +320,59 @@ static void rearm(Engine *e) {
 
 /* ---- the Python type ------------------------------------------------------------------- */
 
+/* a sequence of increasing floats into a new array */
+static int read_bounds(PyObject *seq, double **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    if (!seq) return 0;
+    PyObject *fast = PySequence_Fast(seq, "bounds must be a sequence of numbers");
+    if (!fast) return -1;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    double *bounds = PyMem_Calloc(len ? (size_t)len : 1, sizeof(double));
+    if (!bounds) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        bounds[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
+        if (bounds[i] == -1.0 && PyErr_Occurred()) {
+            PyMem_Free(bounds);
+            Py_DECREF(fast);
+            return -1;
+        }
+        if (i && !(bounds[i] > bounds[i - 1])) {
+            PyMem_Free(bounds);
+            Py_DECREF(fast);
+            PyErr_SetString(PyExc_ValueError, "bounds must increase");
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    *out = bounds;
+    *n = (int)len;
+    return 0;
+}
+
 static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"max_in_flight", "jitter", "seed", NULL};
+    static char *kwlist[] = {"max_in_flight", "jitter", "seed", "duration_bounds", "delay_bounds",
+                             NULL};
     int max_in_flight = 1024;
     double jitter = 0.1;
     unsigned long long seed = 0x9E3779B97F4A7C15ULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|idK", kwlist, &max_in_flight, &jitter, &seed))
+    PyObject *duration_bounds = NULL, *delay_bounds = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|idKOO", kwlist, &max_in_flight, &jitter, &seed,
+                                     &duration_bounds, &delay_bounds))
         return -1;
     if (self->epfd >= 0) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already initialised");
+        return -1;
+    }
+    if (read_bounds(duration_bounds, &self->dbounds, &self->ndb) < 0) return -1;
+    if (read_bounds(delay_bounds, &self->lbounds, &self->nlb) < 0) return -1;
+    self->lcounts = PyMem_Calloc(self->nlb ? (size_t)self->nlb : 1, sizeof(uint64_t));
+    if (!self->lcounts) {
+        PyErr_NoMemory();
         return -1;
     }
     self->max_in_flight = max_in_flight < 1 ? 1 : max_in_flight;
@@ -338,6 +427,10 @@ static void Engine_dealloc(Engine *self) {
     PyMem_Free(self->free_slots);
     PyMem_Free(self->due.items);
     PyMem_Free(self->deadline.items);
+    PyMem_Free(self->dbounds);
+    PyMem_Free(self->lbounds);
+    PyMem_Free(self->qcounts);
+    PyMem_Free(self->lcounts);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -388,12 +481,20 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
             int *free_slots = PyMem_Realloc(self->free_slots, sizeof(int) * (size_t)cap);
             if (!free_slots) return PyErr_NoMemory();
             self->free_slots = free_slots;
+            if (self->ndb) {
+                uint32_t *qcounts = PyMem_Realloc(
+                    self->qcounts, sizeof(uint32_t) * (size_t)cap * (size_t)self->ndb);
+                if (!qcounts) return PyErr_NoMemory();
+                self->qcounts = qcounts;
+            }
             self->cap = cap;
         }
         if (heap_reserve(&self->due, self->cap) < 0 || heap_reserve(&self->deadline, self->cap) < 0)
             return PyErr_NoMemory();
         slot = self->ntargets++;
     }
+    if (self->ndb) memset(&self->qcounts[(size_t)slot * (size_t)self->ndb], 0,
+                          sizeof(uint32_t) * (size_t)self->ndb);
     t.interval = interval;
     t.timeout = timeout;
     t.due = t.when = due;
@@ -438,6 +539,7 @@ static PyObject *Engine_run(Engine *self, PyObject *args) {
     if (budget > MAX_EVENTS) budget = MAX_EVENTS;
     PyObject *results = PyList_New(0);
     if (!results) return NULL;
+    self->finished = 0;
     struct epoll_event events[MAX_EVENTS];
     int n = epoll_wait(self->epfd, events, budget, 0);
     double now = now_s();
@@ -494,6 +596,78 @@ error:
     return NULL;
 }
 
+static PyObject *Engine_quiet(Engine *self, PyObject *args) {
+    int slot, quiet;
+    if (!PyArg_ParseTuple(args, "ip", &slot, &quiet)) return NULL;
+    if (check_open(self) < 0) return NULL;
+    if (slot < 0 || slot >= self->ntargets || !self->targets[slot].live) {
+        PyErr_Format(PyExc_KeyError, "no target %d", slot);
+        return NULL;
+    }
+    self->targets[slot].quiet = quiet;
+    Py_RETURN_NONE;
+}
+
+static PyObject *counts_tuple_u32(const uint32_t *counts, int n) {
+    PyObject *tuple = PyTuple_New(n);
+    if (!tuple) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLong(counts[i]);
+        if (!v) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, v);
+    }
+    return tuple;
+}
+
+static PyObject *Engine_drain(Engine *self, PyObject *args) {
+    int limit = INT_MAX;
+    if (!PyArg_ParseTuple(args, "|i", &limit)) return NULL;
+    if (limit < 1) limit = 1;
+    PyObject *checks = PyList_New(0);
+    if (!checks) return NULL;
+    int slot = self->drain_at;
+    for (; slot < self->ntargets && PyList_GET_SIZE(checks) < limit; slot++) {
+        target_t *t = &self->targets[slot];
+        if (!t->live || !t->qn) continue;
+        uint32_t *row = self->ndb ? &self->qcounts[(size_t)slot * (size_t)self->ndb] : NULL;
+        PyObject *counts = counts_tuple_u32(row, self->ndb);
+        if (!counts) goto error;
+        PyObject *item = Py_BuildValue("(iIdNdd)", slot, t->qn, t->qsum, counts, t->qlast,
+                                       t->qlast_duration);
+        if (!item) goto error;
+        int failed = PyList_Append(checks, item);
+        Py_DECREF(item);
+        if (failed < 0) goto error;
+        t->qn = 0;
+        t->qsum = 0;
+        if (row) memset(row, 0, sizeof(uint32_t) * (size_t)self->ndb);
+    }
+    PyObject *delays = PyTuple_New(self->nlb);
+    if (!delays) goto error;
+    for (int i = 0; i < self->nlb; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(self->lcounts[i]);
+        if (!v) {
+            Py_DECREF(delays);
+            goto error;
+        }
+        PyTuple_SET_ITEM(delays, i, v);
+        self->lcounts[i] = 0;
+    }
+    int done = slot >= self->ntargets;
+    self->drain_at = done ? 0 : slot;
+    PyObject *out = Py_BuildValue("(N(NKd)O)", checks, delays, self->ln, self->lsum,
+                                  done ? Py_True : Py_False);
+    self->ln = 0;
+    self->lsum = 0;
+    return out;
+error:
+    Py_DECREF(checks);
+    return NULL;
+}
+
 static PyObject *Engine_hold(Engine *self, PyObject *arg) {
     int held = PyObject_IsTrue(arg);
     if (held < 0) return NULL;
@@ -516,6 +690,10 @@ static PyObject *Engine_get_in_flight(Engine *self, void *Py_UNUSED(closure)) {
     return PyLong_FromLong(self->in_flight);
 }
 
+static PyObject *Engine_get_finished(Engine *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromLong(self->finished);
+}
+
 static Py_ssize_t Engine_len(Engine *self) { return self->live_count; }
 
 static PyMethodDef Engine_methods[] = {
@@ -528,6 +706,15 @@ static PyMethodDef Engine_methods[] = {
      " is due, stopping at budget results (the rest on the next call: the descriptor stays"
      " readable)"},
     {"hold", (PyCFunction)Engine_hold, METH_O, "hold(flag): while true, start no check"},
+    {"quiet", (PyCFunction)Engine_quiet, METH_VARARGS,
+     "quiet(handle, flag): while true, its successes are counted (drain()), not reported; its"
+     " first failure is reported and ends it"},
+    {"drain", (PyCFunction)Engine_drain, METH_VARARGS,
+     "drain(limit) -> ([(handle, n, total_s, counts, last_end, last_duration_s)], (delay_counts,"
+     " n, delay_total_s), done): the successes counted since they were last drained, for at"
+     " most limit targets (by duration bucket) from where the last call stopped, and for all"
+     " (by schedule-delay bucket); done: the last target was reached (the next call starts"
+     " over). What is drained counts again from zero"},
     {"fileno", (PyCFunction)Engine_fileno, METH_NOARGS,
      "the descriptor to wait on: readable when run() has work"},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, "close every socket and the engine"},
@@ -536,6 +723,8 @@ static PyMethodDef Engine_methods[] = {
 
 static PyGetSetDef Engine_getset[] = {
     {"in_flight", (getter)Engine_get_in_flight, NULL, "connects waiting on the network", NULL},
+    {"finished", (getter)Engine_get_finished, NULL,
+     "checks the latest run() finished, those counted quietly included", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from healthd.checkspec import ProbeResult
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
-from healthd.scheduler import DelayFn, ResultFn, Scheduler
+from healthd.scheduler import DelayFn, Quiet, ResultFn, Scheduler
 from healthd.state import ProbeKey
 from healthd.workerpolicy import (
     BUSY_WINDOWS,
@@ -59,6 +60,8 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+_ON_TIME = DELAY_BUCKETS_S.index(LATE_S) + 1  # the delay buckets up to LATE_S: on time
+
 PoolFactory = Callable[[list[ProbeKey], int, DelayBatchFn], WorkerPool]
 
 
@@ -78,6 +81,7 @@ class AutoScheduler:
         pid_cpu: Callable[[int], float] = process_cpu_seconds,
         window_s: float = WINDOW_S,
         pool: PoolFactory | None = None,
+        quiet: Quiet | None = None,
     ) -> None:
         self._keys = list(dict.fromkeys(probes))
         self._on_result = on_result
@@ -91,8 +95,13 @@ class AutoScheduler:
         self._daemon_on_delay = on_delay
         self._starts = 0  # in-process probe starts, and those over LATE_S late, this window
         self._late_starts = 0
+        self._quiet_delays = quiet.delays if quiet is not None else None
         self._current: Scheduler = Scheduler(
-            self._keys, on_result, max_concurrent=max_concurrent, on_delay=self._count_delay
+            self._keys,
+            on_result,
+            max_concurrent=max_concurrent,
+            on_delay=self._count_delay,
+            quiet=dataclasses.replace(quiet, delays=self._count_delays) if quiet else None,
         )
         self._completed_before = 0  # by the schedulers that ran before the current one
         self._progress_before = self._current.last_progress
@@ -177,6 +186,19 @@ class AutoScheduler:
             cpu, wall = now_cpu, now
             if first_move(self.daemon_windows, self._cpus):
                 return True
+
+    def drain(self) -> None:
+        self._current.drain()
+
+    def drain_slices(self) -> Iterator[None]:
+        return self._current.drain_slices()
+
+    def _count_delays(self, counts: Sequence[int], n: int, total_s: float) -> None:
+        """Quiet successes' delays, bucketed (``Quiet``): counted as ``_count_delay`` does."""
+        self._starts += n
+        self._late_starts += n - sum(counts[:_ON_TIME])
+        if self._quiet_delays is not None:
+            self._quiet_delays(counts, n, total_s)
 
     def _count_delay(self, delay_s: float) -> None:
         self._starts += 1

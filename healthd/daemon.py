@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -33,8 +33,10 @@ from healthd.metrics import Metrics, Sources, TimedPort
 from healthd.model import Desired
 from healthd.operations import Operations, settle_heap
 from healthd.overrides import RealServerId, unexpired
+from healthd.probes.native import QuietCount
 from healthd.reconciler import PassResult, Reconciler
 from healthd.runtime import Runtime
+from healthd.scheduler import Quiet
 from healthd.state import NO_CHANGE, HealthBook, Outcome, ProbeKey
 from healthd.workers import scheduler_for
 
@@ -89,6 +91,12 @@ class Daemon(Operations):
             max_concurrent=self.config.max_concurrent_probes,
             on_delay=self.metrics.observe_schedule_delay,
             on_delays=self.metrics.merge_schedule_delays,
+            quiet=Quiet(
+                settled=self._settled,
+                counted=self._counted,
+                delays=self.metrics.merge_schedule_delays,
+                duration_bounds=self.metrics.duration_buckets,
+            ),
         )
         self.stopping = asyncio.Event()
         # host: systemd notify/watchdog, the event log, notify commands (healthd/host.py)
@@ -120,6 +128,27 @@ class Daemon(Operations):
             self.metrics.refresh_states(self.states(changed))  # metrics: count it now
             self.reconciler.poke()
         self.host.on_outcome(self.book, key, outcome)  # host: state_change events, notify
+
+    def _settled(self, key: ProbeKey, result: ProbeResult) -> bool:
+        """Whether more successes like ``result`` would change nothing but counts (``Quiet``)."""
+        return self.runtime.book.settled(key, result)
+
+    def _counted(self, key: ProbeKey, count: QuietCount) -> None:
+        """Successes the C engine counted for ``key`` since the last drain (``Quiet``)."""
+        book = self.runtime.book
+        if not book.note_duration(key, count.last_duration_s):
+            return  # the probe left the config with a reload
+        ended = time.time() - (time.monotonic() - count.last_end)
+        self.metrics.observe_successes(
+            book.probes[key], count.n, count.total_s, count.counts, ended
+        )
+
+    def _exposition(self) -> Iterator[bytes]:
+        """/metrics: the quiet checks' counts made current first (``Quiet``), a slice at a time
+        (an empty piece: the event loop's turn), then the exposition."""
+        for _ in self.scheduler.drain_slices():
+            yield b""
+        yield from self.metrics.pieces()
 
     def _log_outcome(self, key: ProbeKey, outcome: Outcome) -> None:
         change = outcome.check_change
@@ -176,7 +205,7 @@ class Daemon(Operations):
         """Run until ``stopping`` is set."""
         runner: web.AppRunner | None = None
         if self.config.metrics.enabled:
-            app = api.make_app(self.metrics.pieces, self.reconciler.ready.is_set)
+            app = api.make_app(self._exposition, self.reconciler.ready.is_set)
             try:
                 runner = await api.start(app, self.config.metrics.host, self.config.metrics.port)
             except OSError as exc:

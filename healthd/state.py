@@ -146,6 +146,27 @@ class HealthBook:
             return result
         return dataclasses.replace(result, duration_s=duration_s)
 
+    def settled(self, key: ProbeKey, result: ProbeResult) -> bool:
+        """Whether another result like ``result`` (just recorded) would change nothing here but
+        the latest duration: its check is confirmed in the health it has, and ``result`` is
+        what it last said."""
+        state = self.states.get(key)
+        last = self._last.get(key)
+        return (
+            state is not None
+            and last is not None
+            and last.says_the_same_as(result)
+            and health.step(state, result.ok, key.timing) is state
+        )
+
+    def note_duration(self, key: ProbeKey, duration_s: float) -> bool:
+        """The latest duration of a probe whose results said nothing new (``settled``); False
+        for a probe not in the book."""
+        if key not in self.states:
+            return False
+        self._duration_s[key] = duration_s
+        return True
+
     def record(self, key: ProbeKey, result: ProbeResult) -> Outcome | None:
         """What this result changed (``NO_CHANGE``: nothing); None for a probe not in the book
         (it left the config with a reload while it ran)."""

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from healthd.checkspec import ProbeResult, Reason
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
-from healthd.scheduler import DelayFn, ProbeRunner, ResultFn, Scheduler
+from healthd.scheduler import DelayFn, ProbeRunner, Quiet, ResultFn, Scheduler
 from healthd.state import ProbeKey
 
 log = logging.getLogger("healthd.workers")
@@ -399,6 +399,7 @@ def scheduler_for(
     max_concurrent: int,
     on_delay: DelayFn | None = None,
     on_delays: DelayBatchFn | None = None,
+    quiet: Quiet | None = None,
 ) -> ProbeRunner:
     """The in-process scheduler (``workers == 0``), a pool of that many worker processes, or
     ``"auto"``: in process until the daemon gets busy (``autoworkers``).  Schedule delays go to
@@ -413,9 +414,12 @@ def scheduler_for(
             max_concurrent=max_concurrent,
             on_delay=on_delay,
             on_delays=on_delays,
+            quiet=quiet,
         )
     if workers <= 0:
-        return Scheduler(probes, on_result, max_concurrent=max_concurrent, on_delay=on_delay)
+        return Scheduler(
+            probes, on_result, max_concurrent=max_concurrent, on_delay=on_delay, quiet=quiet
+        )
     return WorkerPool(
         probes, on_result, workers=workers, max_concurrent=max_concurrent, on_delays=on_delays
     )

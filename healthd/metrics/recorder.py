@@ -263,6 +263,32 @@ class Metrics:
                     pooled = self.pooled[pool] = Buckets(self.duration_buckets)
                 pooled.observe(result.duration_s)
 
+    def observe_successes(
+        self,
+        subscribers: Iterable[Subscriber],
+        n: int,
+        total_s: float,
+        counts: Sequence[int],
+        last_wall: float,
+    ) -> None:
+        """``n`` successes that said what the check's latest result said, counted elsewhere
+        (durations by ``duration_buckets``, summed; the latest ended at ``last_wall``): as
+        ``n`` calls of ``observe_probe`` would leave the figures."""
+        records = self.records
+        for s in subscribers:
+            record = records.get(s)
+            if record is None:
+                own = self.granularity == "per_real_server"
+                record = CheckRecord(Buckets(self.duration_buckets) if own else None)
+                records[s] = record
+            record.observe_successes(n, total_s, counts, last_wall)
+            if self._pooling:
+                pool = (s.virtual_server, s.check)
+                pooled = self.pooled.get(pool)
+                if pooled is None:
+                    pooled = self.pooled[pool] = Buckets(self.duration_buckets)
+                pooled.merge(counts, n, total_s)
+
     def observe_pass(self, result: PassResult) -> None:
         self.passes.inc()
         self.pass_duration.observe(result.duration_s)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from healthd.checkspec import CheckSpec, HttpCheck, ProbeResult, Reason, ScriptCheck, TcpCheck
@@ -94,6 +94,18 @@ class CheckRecord:
     consecutive_failures: int = 0
     http_status: int = 0  # 0: no HTTP response to the latest attempt
     tls_not_after: float | None = None  # the latest certificate seen; kept across failures
+
+    def observe_successes(
+        self, n: int, total_s: float, counts: Sequence[int], last_wall: float
+    ) -> None:
+        """``n`` successes like the latest result (no HTTP status, no certificate), counted
+        elsewhere: durations by bucket and summed, the latest at ``last_wall``."""
+        self.attempts += n
+        if self.duration is not None:
+            self.duration.merge(counts, n, total_s)
+        self.last_attempt = self.last_success = last_wall
+        self.consecutive_failures = 0
+        self.http_status = 0
 
     def observe(self, result: ProbeResult, now: float) -> None:
         self.attempts += 1

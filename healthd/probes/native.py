@@ -8,6 +8,12 @@ finished as ``(handle, code, duration_s, delay_s)``.  ``NativeTcp`` turns those 
 check is that call: one tuple, one ``ProbeResult`` (the wording of a success is made once per
 target), the callback.
 
+Quiet checks (``quiet(handle)``): once the caller has seen a success that changes nothing, the
+engine counts the next successes of that check (how many, their durations by bucket, when the
+last one ended, its schedule delays by bucket) instead of reporting each, until a failure, which
+it reports; ``drain()`` hands the counts over.  The Python work per settled success is then
+nothing.
+
 ``available()`` says whether the extension was built; without it the scheduler runs the same
 checks in Python (``probes.tcp`` and ``probes.connects``).
 """
@@ -18,7 +24,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from healthd.checkspec import ProbeResult, Reason, Target, TcpCheck
 from healthd.probes import timeout_result
@@ -53,6 +59,19 @@ def _failure(code: int) -> tuple[Reason, str]:
     return known
 
 
+class QuietCount(NamedTuple):
+    """A quiet check's successes since the last drain."""
+
+    n: int
+    total_s: float  # their durations, summed
+    counts: tuple[int, ...]  # by duration bucket (the engine's duration_bounds)
+    last_end: float  # when the latest ended (time.monotonic)
+    last_duration_s: float
+
+
+DelayCount = tuple[tuple[int, ...], int, float]  # by delay bucket, how many, their sum
+
+
 class _Entry(Generic[T]):
     __slots__ = ("connected", "spec", "target", "timeout_s", "token")
 
@@ -75,11 +94,15 @@ class NativeTcp(Generic[T]):
         max_in_flight: int,
         jitter: float,
         seed: int,
+        duration_bounds: tuple[float, ...] = (),
+        delay_bounds: tuple[float, ...] = (),
     ) -> None:
         assert _tcpengine is not None, "check available() first"
         self._loop = loop
         self._done = done
-        self._engine = _tcpengine.Engine(max_in_flight, jitter, seed)
+        self._engine = _tcpengine.Engine(
+            max_in_flight, jitter, seed, tuple(duration_bounds), tuple(delay_bounds)
+        )
         self._entries: dict[int, _Entry[T]] = {}
         self._fd = self._engine.fileno()
         self._budget = BUDGET[0]
@@ -117,6 +140,25 @@ class NativeTcp(Generic[T]):
     def hold(self, held: bool) -> None:
         self._engine.hold(held)
 
+    def quiet(self, handle: int) -> None:
+        """Count this check's successes (``drain``) until its next failure."""
+        self._engine.quiet(handle, True)
+
+    def drain(self, limit: int) -> tuple[list[tuple[T, QuietCount]], DelayCount, bool]:
+        """The quiet successes counted since they were last drained, for at most ``limit``
+        checks from where the last call stopped, and every quiet success's delay; True once
+        the last check was reached (the next call starts over)."""
+        checks, delays, done = self._engine.drain(limit)
+        entries = self._entries
+        counted = []
+        for handle, n, total_s, counts, last_end, last_duration_s in checks:
+            entry = entries.get(handle)
+            if entry is not None:
+                counted.append(
+                    (entry.token, QuietCount(n, total_s, counts, last_end, last_duration_s))
+                )
+        return counted, delays, done
+
     def close(self) -> None:
         self._loop.remove_reader(self._fd)
         self._engine.close()
@@ -140,7 +182,8 @@ class NativeTcp(Generic[T]):
                     False, reason, detail(entry.spec.describe(entry.target), what), duration_s
                 )
             done(entry.token, result, delay_s)
-        if results:
-            per_result_s = (time.monotonic() - began) / len(results)
+        finished = self._engine.finished  # quiet ones too: their system calls take the time
+        if finished:
+            per_result_s = (time.monotonic() - began) / finished
             fits = int(CALLBACK_S / per_result_s) if per_result_s > 0 else BUDGET[1]
             self._budget = min(BUDGET[1], max(BUDGET[0], fits))

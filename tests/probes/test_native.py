@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 
 import pytest
 
 from healthd import _tcpengine
 from healthd.checkspec import ProbeResult, Reason, Target, TcpCheck
+from healthd.histogram import DELAY_BUCKETS_S
 from healthd.probes.native import NativeTcp
 from healthd.probes.tcp import probe_tcp
 
@@ -232,3 +234,75 @@ def test_the_engine_refuses_use_after_close() -> None:
         e.run()
     with pytest.raises(ValueError):
         e.add("127.0.0.1", 1, 1.0, 1.0, 0.0)
+
+
+def quiet_engine(got: Got) -> NativeTcp[str]:
+    def done(token: str, result: ProbeResult, delay_s: float) -> None:
+        got.append((token, result, delay_s))
+
+    return NativeTcp(
+        asyncio.get_running_loop(),
+        done,
+        max_in_flight=16,
+        jitter=0.0,
+        seed=7,
+        duration_bounds=(0.001, 0.5),
+        delay_bounds=DELAY_BUCKETS_S,
+    )
+
+
+async def test_a_quiet_check_counts_its_successes_and_reports_its_first_failure() -> None:
+    got: Got = []
+    tcp = quiet_engine(got)
+    server = socket.create_server(("127.0.0.1", 0), backlog=512)
+    now = asyncio.get_running_loop().time()
+    handle = tcp.add(
+        "web", TcpCheck(), Target("127.0.0.1", server.getsockname()[1]), 0.02, 0.2, now
+    )
+    try:
+        await wait_for(lambda: len(got) == 1)
+        assert got[0][1].ok
+        tcp.quiet(handle)
+        await asyncio.sleep(0.3)
+        assert len(got) == 1  # ~15 successes, none reported
+        counted, (delay_counts, delays_n, _), done = tcp.drain(100)
+        assert done and [token for token, _ in counted] == ["web"]
+        count = counted[0][1]
+        assert count.n >= 5
+        assert sum(count.counts) == count.n  # each under 0.5 s, by bucket
+        assert 0 < count.total_s < 0.5 * count.n and count.last_duration_s <= count.total_s
+        assert count.last_end <= time.monotonic()
+        assert delays_n == count.n and sum(delay_counts) <= delays_n
+        server.close()  # the next connect is refused: reported, and the check is loud again
+        await wait_for(lambda: len(got) == 3)
+        assert [result.reason for _, result, _ in got[1:]] == [Reason.REFUSED] * 2
+    finally:
+        tcp.close()
+        server.close()
+
+
+async def test_drain_goes_a_slice_of_checks_at_a_time() -> None:
+    got: Got = []
+    tcp = quiet_engine(got)
+    server = socket.create_server(("127.0.0.1", 0), backlog=512)
+    port = server.getsockname()[1]
+    now = asyncio.get_running_loop().time()
+    handles = [
+        tcp.add(name, TcpCheck(), Target("127.0.0.1", port), 0.02, 0.2, now) for name in "abc"
+    ]
+    try:
+        await wait_for(lambda: len(got) == 3)
+        for handle in handles:
+            tcp.quiet(handle)
+        await asyncio.sleep(0.2)
+        slices = []
+        while True:
+            counted, _, done = tcp.drain(2)
+            slices.append(sorted(token for token, _ in counted))
+            if done:
+                break
+        assert slices == [["a", "b"], ["c"]]
+        assert len(got) == 3
+    finally:
+        tcp.close()
+        server.close()
