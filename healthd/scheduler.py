@@ -153,7 +153,7 @@ class Scheduler:
         self._on_delay = on_delay
         self._tasks_in_flight = 0  # and connects in _connects
         self.completed = 0
-        self.last_progress = time.monotonic()  # wall of the last completed probe (watchdog)
+        self._progress = time.monotonic()  # of the last probe reported (watchdog: last_progress)
         self._slots: dict[ProbeKey, _Slot] | None = None  # while running
         # The heap holds (due, number) and _queued maps the number to its slot: tuples of a
         # float and an int are dropped by the garbage collector's first look at them, while
@@ -169,6 +169,17 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connects: ConnectWaiter[_Slot] | None = None  # while running
         self._native: native.NativeTcp[_Slot] | None = None  # while running, if used
+
+    @property
+    def last_progress(self) -> float:
+        """time.monotonic() of the last completed probe (the watchdog): reported, or finished
+        by the C engine (counted quietly included)."""
+        engine = self._native
+        return self._progress if engine is None else max(self._progress, engine.finished_at)
+
+    @last_progress.setter
+    def last_progress(self, when: float) -> None:
+        self._progress = when
 
     @property
     def in_flight(self) -> int:
@@ -454,7 +465,7 @@ class Scheduler:
                 except Exception:
                     log.exception("handling the counted results of %s failed", slot.key.describe())
             if n:
-                self.last_progress = time.monotonic()
+                self._progress = time.monotonic()
                 quiet.delays(delay_counts, n, total_s)
             if not done:
                 yield
@@ -467,7 +478,7 @@ class Scheduler:
 
     def _report(self, slot: _Slot, result: ProbeResult) -> None:
         self.completed += 1
-        self.last_progress = time.monotonic()
+        self._progress = time.monotonic()
         try:
             self._on_result(slot.key, result)
         except Exception:

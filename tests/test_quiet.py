@@ -83,8 +83,11 @@ async def test_the_scheduler_counts_settled_successes_and_hands_them_over() -> N
     scheduler = Scheduler([key], lambda k, result: reported.append(result), quiet=quiet)
     task = asyncio.create_task(scheduler.run())
     try:
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.1)
+        progress = scheduler.last_progress
+        await asyncio.sleep(0.3)
         assert len(reported) == 1  # the first success; the rest counted
+        assert scheduler.last_progress > progress + 0.2  # the watchdog sees them, undrained
         scheduler.drain()
         n = sum(c.n for c in counted)
         assert n >= 5 and sum(delays) == n

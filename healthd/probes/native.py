@@ -106,6 +106,7 @@ class NativeTcp(Generic[T]):
         self._entries: dict[int, _Entry[T]] = {}
         self._fd = self._engine.fileno()
         self._budget = BUDGET[0]
+        self.finished_at = 0.0  # time.monotonic() of the latest callback that finished a check
         loop.add_reader(self._fd, self._ready)
 
     @property
@@ -184,6 +185,7 @@ class NativeTcp(Generic[T]):
             done(entry.token, result, delay_s)
         finished = self._engine.finished  # quiet ones too: their system calls take the time
         if finished:
-            per_result_s = (time.monotonic() - began) / finished
+            self.finished_at = ended = time.monotonic()
+            per_result_s = (ended - began) / finished
             fits = int(CALLBACK_S / per_result_s) if per_result_s > 0 else BUDGET[1]
             self._budget = min(BUDGET[1], max(BUDGET[0], fits))
