@@ -111,12 +111,11 @@ def record_delays(daemon: Any) -> list[float]:
 
     delays: list[float] = []
     record = delays.append
-    scheduler = daemon.scheduler
-    if isinstance(scheduler, WorkerPool):
-        # Workers send their delays bucketed: each one counts as its bucket's upper bound
-        # (above the last bound: as 2x the last bound), so the percentiles are bounds.
-        merge = scheduler._on_delays
-        assert merge is not None
+
+    def bucketed(merge: Any) -> Any:
+        """A bucketed observer (counts by DELAY_BUCKETS_S, how many, their sum) that also
+        lists each delay as its bucket's upper bound (above the last bound: 2x the last bound),
+        so the percentiles are bounds."""
 
         def on_delays(counts: Sequence[int], count: int, total_s: float) -> None:
             for bound, c in zip(DELAY_BUCKETS_S, counts, strict=True):
@@ -124,23 +123,17 @@ def record_delays(daemon: Any) -> list[float]:
             delays.extend([2 * DELAY_BUCKETS_S[-1]] * (count - sum(counts)))
             merge(counts, count, total_s)
 
-        scheduler._on_delays = on_delays
+        return on_delays
+
+    scheduler = daemon.scheduler
+    if isinstance(scheduler, WorkerPool):  # workers send their delays bucketed
+        scheduler._on_delays = bucketed(scheduler._on_delays)
         return delays
-    quiet = scheduler._quiet
-    if quiet is not None:
-        # Settled successes are counted in the C engine, their delays bucketed (Quiet): each
-        # counts as its bucket's upper bound, as the workers' above.
+    if scheduler._quiet is not None:  # so are settled successes counted in the C engine
         import dataclasses
 
-        merge_quiet = quiet.delays
-
-        def on_quiet_delays(counts: Sequence[int], count: int, total_s: float) -> None:
-            for bound, c in zip(DELAY_BUCKETS_S, counts, strict=True):
-                delays.extend([bound] * c)
-            delays.extend([2 * DELAY_BUCKETS_S[-1]] * (count - sum(counts)))
-            merge_quiet(counts, count, total_s)
-
-        scheduler._quiet = dataclasses.replace(quiet, delays=on_quiet_delays)
+        quiet = scheduler._quiet
+        scheduler._quiet = dataclasses.replace(quiet, delays=bucketed(quiet.delays))
     observe = scheduler._on_delay
     assert observe is not None
 

@@ -35,6 +35,7 @@ from healthd.workerpolicy import (
     WorkerWindow,
     first_move,
     late_fraction,
+    late_starts,
     more_workers,
 )
 from healthd.workers import DelayBatchFn, WorkerPool
@@ -59,8 +60,6 @@ def usable_cpus() -> int:
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
-
-_ON_TIME = DELAY_BUCKETS_S.index(LATE_S) + 1  # the delay buckets up to LATE_S: on time
 
 PoolFactory = Callable[[list[ProbeKey], int, DelayBatchFn], WorkerPool]
 
@@ -196,7 +195,7 @@ class AutoScheduler:
     def _count_delays(self, counts: Sequence[int], n: int, total_s: float) -> None:
         """Quiet successes' delays, bucketed (``Quiet``): counted as ``_count_delay`` does."""
         self._starts += n
-        self._late_starts += n - sum(counts[:_ON_TIME])
+        self._late_starts += late_starts(counts, n)
         if self._quiet_delays is not None:
             self._quiet_delays(counts, n, total_s)
 

@@ -138,9 +138,8 @@ class Daemon(Operations):
         book = self.runtime.book
         if not book.note_duration(key, count.last_duration_s):
             return  # the probe left the config with a reload
-        ended = time.time() - (time.monotonic() - count.last_end)
         self.metrics.observe_successes(
-            book.probes[key], count.n, count.total_s, count.counts, ended
+            book.probes[key], count.n, count.total_s, count.counts, count.last_end_wall
         )
 
     def _exposition(self) -> Iterator[bytes]:

@@ -51,12 +51,18 @@ class WorkerWindow(NamedTuple):
     late_fraction: float
 
 
+def late_starts(counts: Sequence[int], count: int) -> int:
+    """How many of ``count`` probe starts, bucketed by ``DELAY_BUCKETS_S`` in ``counts``, were
+    more than ``LATE_S`` late."""
+    return count - sum(counts[:_ON_TIME])
+
+
 def late_fraction(delays: Histogram) -> float:
     """The share of the probe starts in ``delays`` (a window's schedule delays, bucketed by
     ``DELAY_BUCKETS_S``) more than ``LATE_S`` late."""
     if not delays.count:
         return 0.0
-    return (delays.count - sum(delays.counts[:_ON_TIME])) / delays.count
+    return late_starts(delays.counts, delays.count) / delays.count
 
 
 def first_move(windows: Sequence[WorkerWindow], usable_cpus: int) -> int:

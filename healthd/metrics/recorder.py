@@ -248,20 +248,10 @@ class Metrics:
 
     def observe_probe(self, subscribers: Iterable[Subscriber], result: ProbeResult) -> None:
         now = self._wall()
-        records = self.records
         for s in subscribers:
-            record = records.get(s)  # a Subscriber is its (vs, rs, check) tuple
-            if record is None:
-                own = self.granularity == "per_real_server"
-                record = CheckRecord(Buckets(self.duration_buckets) if own else None)
-                records[s] = record
-            record.observe(result, now)
+            self._record(s).observe(result, now)
             if self._pooling:
-                pool = (s.virtual_server, s.check)
-                pooled = self.pooled.get(pool)
-                if pooled is None:
-                    pooled = self.pooled[pool] = Buckets(self.duration_buckets)
-                pooled.observe(result.duration_s)
+                self._pool(s).observe(result.duration_s)
 
     def observe_successes(
         self,
@@ -274,20 +264,26 @@ class Metrics:
         """``n`` successes that said what the check's latest result said, counted elsewhere
         (durations by ``duration_buckets``, summed; the latest ended at ``last_wall``): as
         ``n`` calls of ``observe_probe`` would leave the figures."""
-        records = self.records
         for s in subscribers:
-            record = records.get(s)
-            if record is None:
-                own = self.granularity == "per_real_server"
-                record = CheckRecord(Buckets(self.duration_buckets) if own else None)
-                records[s] = record
-            record.observe_successes(n, total_s, counts, last_wall)
+            self._record(s).observe_successes(n, total_s, counts, last_wall)
             if self._pooling:
-                pool = (s.virtual_server, s.check)
-                pooled = self.pooled.get(pool)
-                if pooled is None:
-                    pooled = self.pooled[pool] = Buckets(self.duration_buckets)
-                pooled.merge(counts, n, total_s)
+                self._pool(s).merge(counts, n, total_s)
+
+    def _record(self, s: Subscriber) -> CheckRecord:
+        """The figures of one (virtual server, real server, check): a Subscriber is that tuple."""
+        record = self.records.get(s)
+        if record is None:
+            own = self.granularity == "per_real_server"
+            record = self.records[s] = CheckRecord(Buckets(self.duration_buckets) if own else None)
+        return record
+
+    def _pool(self, s: Subscriber) -> Buckets:
+        """The durations of ``s``'s virtual server and check (``per_virtual_server``)."""
+        pool = (s.virtual_server, s.check)
+        pooled = self.pooled.get(pool)
+        if pooled is None:
+            pooled = self.pooled[pool] = Buckets(self.duration_buckets)
+        return pooled
 
     def observe_pass(self, result: PassResult) -> None:
         self.passes.inc()

@@ -65,7 +65,7 @@ class QuietCount(NamedTuple):
     n: int
     total_s: float  # their durations, summed
     counts: tuple[int, ...]  # by duration bucket (the engine's duration_bounds)
-    last_end: float  # when the latest ended (time.monotonic)
+    last_end_wall: float  # when the latest ended (Unix time)
     last_duration_s: float
 
 
@@ -151,13 +151,13 @@ class NativeTcp(Generic[T]):
         the last check was reached (the next call starts over)."""
         checks, delays, done = self._engine.drain(limit)
         entries = self._entries
+        to_wall = time.time() - time.monotonic()  # the engine's clock is CLOCK_MONOTONIC
         counted = []
         for handle, n, total_s, counts, last_end, last_duration_s in checks:
             entry = entries.get(handle)
             if entry is not None:
-                counted.append(
-                    (entry.token, QuietCount(n, total_s, counts, last_end, last_duration_s))
-                )
+                count = QuietCount(n, total_s, counts, last_end + to_wall, last_duration_s)
+                counted.append((entry.token, count))
         return counted, delays, done
 
     def close(self) -> None:
