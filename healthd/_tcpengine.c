@@ -622,6 +622,23 @@ static PyObject *counts_tuple_u32(const uint32_t *counts, int n) {
     return tuple;
 }
 
+static PyObject *Engine_drain_one(Engine *self, PyObject *args) {
+    int slot;
+    if (!PyArg_ParseTuple(args, "i", &slot)) return NULL;
+    if (slot < 0 || slot >= self->ntargets || !self->targets[slot].live || !self->targets[slot].qn)
+        Py_RETURN_NONE;
+    target_t *t = &self->targets[slot];
+    uint32_t *row = self->ndb ? &self->qcounts[(size_t)slot * (size_t)self->ndb] : NULL;
+    PyObject *counts = counts_tuple_u32(row, self->ndb);
+    if (!counts) return NULL;
+    PyObject *out = Py_BuildValue("(IdNdd)", t->qn, t->qsum, counts, t->qlast, t->qlast_duration);
+    if (!out) return NULL;
+    t->qn = 0;
+    t->qsum = 0;
+    if (row) memset(row, 0, sizeof(uint32_t) * (size_t)self->ndb);
+    return out;
+}
+
 static PyObject *Engine_drain(Engine *self, PyObject *args) {
     int limit = INT_MAX;
     if (!PyArg_ParseTuple(args, "|i", &limit)) return NULL;
@@ -709,6 +726,9 @@ static PyMethodDef Engine_methods[] = {
     {"quiet", (PyCFunction)Engine_quiet, METH_VARARGS,
      "quiet(handle, flag): while true, its successes are counted (drain()), not reported; its"
      " first failure is reported and ends it"},
+    {"drain_one", (PyCFunction)Engine_drain_one, METH_VARARGS,
+     "drain_one(handle) -> (n, total_s, counts, last_end, last_duration_s) or None: that target's"
+     " successes counted since they were last drained"},
     {"drain", (PyCFunction)Engine_drain, METH_VARARGS,
      "drain(limit) -> ([(handle, n, total_s, counts, last_end, last_duration_s)], (delay_counts,"
      " n, delay_total_s), done): the successes counted since they were last drained, for at"

@@ -114,7 +114,7 @@ EARLY_FRACTION = 0.05
 class _Slot:
     """One probe's schedule: when it is due next, and its task while one runs."""
 
-    __slots__ = ("due", "fast", "handle", "key", "live", "task")
+    __slots__ = ("due", "fast", "handle", "key", "live", "quiet", "task")
 
     def __init__(self, key: ProbeKey, due: float, fast: bool) -> None:
         self.key = key
@@ -123,6 +123,7 @@ class _Slot:
         self.live = True  # False once removed by update() or the end of run()
         self.task: asyncio.Task[None] | Waiting[_Slot] | None = None
         self.handle: int | None = None  # its handle in the C engine, which then runs it
+        self.quiet = False  # the engine counts its successes (Quiet)
 
 
 class Scheduler:
@@ -432,8 +433,21 @@ class Scheduler:
         """A check the C engine ran (it has already scheduled the next)."""
         if self._on_delay is not None:
             self._on_delay(delay_s)
-        self._report(slot, result)
         quiet = self._quiet
+        if (
+            quiet is not None
+            and slot.quiet
+            and self._native is not None
+            and slot.handle is not None
+        ):
+            # a quiet check reports again (a failure ended its counting): what it counted
+            # before comes first, or it would land after the failure at the next drain
+            slot.quiet = False
+            count = self._native.drain_one(slot.handle)
+            if count is not None:
+                self.completed += count.n
+                quiet.counted(slot.key, count)
+        self._report(slot, result)
         if (
             quiet is not None
             and result.ok
@@ -443,6 +457,7 @@ class Scheduler:
             and quiet.settled(slot.key, result)
         ):
             self._native.quiet(slot.handle)
+            slot.quiet = True
 
     def drain(self) -> None:
         """Hand over everything quiet checks counted since it was last handed over (``Quiet``)."""

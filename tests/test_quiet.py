@@ -74,13 +74,23 @@ async def test_the_scheduler_counts_settled_successes_and_hands_them_over() -> N
     def on_delays(counts: Sequence[int], n: int, total_s: float) -> None:
         delays.append(n)
 
+    order: list[str] = []
+
+    def on_counted(k: ProbeKey, count: QuietCount) -> None:
+        counted.append(count)
+        order.append("counted")
+
+    def on_result(k: ProbeKey, result: ProbeResult) -> None:
+        reported.append(result)
+        order.append("reported")
+
     quiet = Quiet(
         settled=lambda k, result: result.ok,
-        counted=lambda k, count: counted.append(count),
+        counted=on_counted,
         delays=on_delays,
         duration_bounds=(0.001, 0.5),
     )
-    scheduler = Scheduler([key], lambda k, result: reported.append(result), quiet=quiet)
+    scheduler = Scheduler([key], on_result, quiet=quiet)
     task = asyncio.create_task(scheduler.run())
     try:
         await asyncio.sleep(0.1)
@@ -92,7 +102,12 @@ async def test_the_scheduler_counts_settled_successes_and_hands_them_over() -> N
         n = sum(c.n for c in counted)
         assert n >= 5 and sum(delays) == n
         assert scheduler.completed == 1 + n
+        await asyncio.sleep(0.2)  # more successes counted, not drained
+        before = sum(c.n for c in counted)
         server.close()  # refused from now on: each failure is reported
+        await wait_reported(reported, 2)
+        # what was counted before the failure was handed over before it, not after
+        assert sum(c.n for c in counted) > before and order[-1] == "reported"
         await asyncio.sleep(0.15)
         assert len(reported) >= 3 and not any(r.ok for r in reported[1:])
     finally:
@@ -101,6 +116,14 @@ async def test_the_scheduler_counts_settled_successes_and_hands_them_over() -> N
             await task
         server.close()
     assert scheduler.completed == len(reported) + sum(c.n for c in counted)
+
+
+async def wait_reported(reported: list[ProbeResult], n: int) -> None:
+    for _ in range(200):
+        if len(reported) >= n:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"fewer than {n} results reported")
 
 
 def _checks(metrics: Metrics) -> bytes:

@@ -145,6 +145,15 @@ class NativeTcp(Generic[T]):
         """Count this check's successes (``drain``) until its next failure."""
         self._engine.quiet(handle, True)
 
+    def drain_one(self, handle: int) -> QuietCount | None:
+        """One check's quiet successes since they were last drained (None: none)."""
+        got = self._engine.drain_one(handle)
+        if got is None:
+            return None
+        n, total_s, counts, last_end, last_duration_s = got
+        wall = last_end + time.time() - time.monotonic()
+        return QuietCount(n, total_s, counts, wall, last_duration_s)
+
     def drain(self, limit: int) -> tuple[list[tuple[T, QuietCount]], DelayCount, bool]:
         """The quiet successes counted since they were last drained, for at most ``limit``
         checks from where the last call stopped, and every quiet success's delay; True once
