@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from healthd.steps import STEP_REAL_SERVERS, Steps, run_steps
+
 
 class Protocol(enum.Enum):
     TCP = "tcp"
@@ -193,6 +195,11 @@ def same_or_new(previous: _T | None, new: _T) -> _T:
 
 def reuse_observed(previous: Observed, new: Observed) -> Observed:
     """``new``, keeping ``previous``'s objects for what did not change (see ``same_or_new``)."""
+    return run_steps(reuse_observed_steps(previous, new))
+
+
+def reuse_observed_steps(previous: Observed, new: Observed) -> Steps[Observed]:
+    """``reuse_observed`` in steps (healthd.steps)."""
     out: dict[VirtualServerKey, ObservedVirtualServer] = {}
     for key, vs in new.items():
         old = previous.get(key)
@@ -200,7 +207,12 @@ def reuse_observed(previous: Observed, new: Observed) -> Observed:
             out[key] = vs
             continue
         old_rs = old.real_servers
-        real_servers = {k: same_or_new(old_rs.get(k), v) for k, v in vs.real_servers.items()}
+        real_servers: dict[RealServerKey, ObservedRealServer] = {}
+        for i, (k, v) in enumerate(vs.real_servers.items()):
+            if i % STEP_REAL_SERVERS == STEP_REAL_SERVERS - 1:
+                yield
+            was = old_rs.get(k)
+            real_servers[k] = was if was is not None and (was is v or was == v) else v
         out[key] = same_or_new(old, replace(vs, real_servers=real_servers))
     return out
 

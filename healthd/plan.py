@@ -35,12 +35,19 @@ from healthd.model import (
     VirtualServerKey,
     VirtualServerSpec,
 )
+from healthd.steps import STEP_REAL_SERVERS, Steps, run_steps
 
 
 def plan(desired: Desired, observed: Observed) -> list[Op]:
+    return run_steps(plan_steps(desired, observed))
+
+
+def plan_steps(desired: Desired, observed: Observed) -> Steps[list[Op]]:
+    """``plan`` in steps: a generator that yields (nothing) every STEP_REAL_SERVERS real servers
+    and returns the ops."""
     ops: list[Op] = []
     for key in sorted(desired, key=VirtualServerKey.sort_key):
-        ops.extend(_plan_virtual_server(desired[key], observed.get(key)))
+        ops.extend((yield from _plan_virtual_server(desired[key], observed.get(key))))
     return ops
 
 
@@ -139,31 +146,38 @@ def _plan_retiring(want: DesiredVirtualServer, have: ObservedVirtualServer | Non
 
 def _plan_virtual_server(
     want: DesiredVirtualServer, have: ObservedVirtualServer | None
-) -> list[Op]:
+) -> Steps[list[Op]]:
+    """The virtual server's ops; real servers are walked in table order (no sort of thousands
+    per pass) and only the ops are sorted."""
     if want.retire:
         return _plan_retiring(want, have)
     key = want.spec.key
-    real_servers = sorted(want.real_servers.values(), key=lambda d: _rs_order(d.spec))
     if have is None:
-        ops: list[Op] = [AddVirtualServer(want.spec, reason="missing from the kernel")]
-        ops.extend(
-            AddRealServer(key, d.spec, reason=d.why)
-            for d in real_servers
-            if d.present and d.add_if_absent and not d.drain_then_delete
-        )
-        return ops
-    ops = []
+        adds: list[Op] = []
+        for i, d in enumerate(want.real_servers.values()):
+            if i % STEP_REAL_SERVERS == STEP_REAL_SERVERS - 1:
+                yield
+            if d.present and d.add_if_absent and not d.drain_then_delete:
+                adds.append(AddRealServer(key, d.spec, reason=d.why))
+        return [AddVirtualServer(want.spec, reason="missing from the kernel"), *_sorted(adds)]
+    ops: list[Op] = []
     changes = _vs_changes(want.spec, have.spec)
     if changes:
         ops.append(EditVirtualServer(want.spec, reason=", ".join(changes)))
     deletes: list[Op] = []
     edits: list[Op] = []
-    adds: list[Op] = []
-    for rs_key in sorted(have.real_servers, key=lambda k: (k.address, k.port)):
-        if rs_key not in want.real_servers:
+    adds = []
+    seen_rs = have.real_servers
+    wanted_rs = want.real_servers
+    for i, rs_key in enumerate(seen_rs):
+        if i % STEP_REAL_SERVERS == STEP_REAL_SERVERS - 1:
+            yield
+        if rs_key not in wanted_rs:
             deletes.append(DeleteRealServer(key, rs_key, reason="not in the configuration"))
-    for d in real_servers:
-        seen = have.real_servers.get(d.spec.key)
+    for i, d in enumerate(wanted_rs.values()):
+        if i % STEP_REAL_SERVERS == STEP_REAL_SERVERS - 1:
+            yield
+        seen = seen_rs.get(d.spec.key)
         if d.drain_then_delete:
             leaving = _plan_leaving(key, seen, d.why) if seen is not None else None
             if isinstance(leaving, DeleteRealServer):
@@ -176,19 +190,27 @@ def _plan_virtual_server(
         elif seen is None:
             if d.add_if_absent:
                 adds.append(AddRealServer(key, d.spec, reason=f"missing from the kernel; {d.why}"))
-        else:
+        elif seen.spec != d.spec or d.adopt_weight:  # the common case, unchanged: one compare
             target = _target_spec(d, seen.spec)
             rs_changes = _rs_changes(target, seen.spec)
             if rs_changes:
                 edits.append(
                     EditRealServer(key, target, reason=f"{', '.join(rs_changes)}; {d.why}")
                 )
-    deletes.sort(key=lambda op: _key_order(op.key) if isinstance(op, DeleteRealServer) else ("", 0))
-    return ops + deletes + edits + adds
+    return ops + _sorted(deletes) + _sorted(edits) + _sorted(adds)
 
 
-def _rs_order(spec: RealServerSpec) -> tuple[str, int]:
-    return _key_order(spec.key)
+def _sorted(ops: list[Op]) -> list[Op]:
+    """Real-server ops by real server (address, port)."""
+    return sorted(ops, key=_op_order)
+
+
+def _op_order(op: Op) -> tuple[str, int]:
+    if isinstance(op, DeleteRealServer):
+        return _key_order(op.key)
+    if isinstance(op, AddRealServer | EditRealServer):
+        return _key_order(op.spec.key)
+    return ("", 0)
 
 
 def _key_order(key: RealServerKey) -> tuple[str, int]:

@@ -35,3 +35,31 @@ def full_listener(fillers: int) -> tuple[socket.socket, list[socket.socket]]:
         filler.setblocking(False)
         filler.connect_ex(("127.0.0.1", port))
     return server, queued
+
+
+class LoopTurns:
+    """Counts the turns other tasks get on the event loop while a block runs:
+
+    async with LoopTurns() as turns:
+        await something()
+    turns.count  # 0 if ``something`` never gave the loop back
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            self.count += 1
+
+    async def __aenter__(self) -> LoopTurns:
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)  # started
+        self.count = 0
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()

@@ -9,8 +9,9 @@ import time
 from collections.abc import Collection
 
 import pytest
+from probing import LoopTurns
 
-from healthd import policy
+from healthd import policy, reconciler
 from healthd.config import parse_text
 from healthd.ipvs.errors import IpvsInvalid, IpvsTransient
 from healthd.ipvs.fake import FakeIpvs
@@ -35,6 +36,7 @@ from healthd.model import (
 )
 from healthd.policy import RealServerStatus
 from healthd.reconciler import Reconciler, apply_idempotent
+from healthd.steps import STEP_REAL_SERVERS
 
 CONFIG = parse_text(
     """
@@ -428,3 +430,34 @@ async def test_a_long_pass_lets_the_event_loop_run_between_slices() -> None:
     during = [k for k in seen if 0 < k < n]
     # the loop ran while the pass was half-way, several times (every ~5 ms of a ~60 ms pass)
     assert len(set(during)) >= 3
+
+
+async def test_a_pass_over_thousands_of_real_servers_lets_the_loop_run_between_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The diff of a large table runs in steps (healthd.steps): other tasks (the probes due) get
+    the loop between them, and the pass still repairs what differs."""
+    monkeypatch.setattr(reconciler, "COMPUTE_SLICE_S", 0.0)  # give the loop back at every step
+    keys = [RealServerKey(f"10.1.{i // 250}.{i % 250 + 1}", 80) for i in range(3000)]
+    specs = {k: RealServerSpec(k, Forwarding.NAT, 1) for k in keys}
+    desired = {
+        VS: DesiredVirtualServer(
+            VirtualServerSpec(VS, "rr"), {k: DesiredRealServer(s) for k, s in specs.items()}
+        )
+    }
+    kernel = dict(specs)
+    kernel[keys[7]] = RealServerSpec(keys[7], Forwarding.NAT, 5)  # changed by hand
+    fake = FakeIpvs(
+        [
+            ObservedVirtualServer(
+                VirtualServerSpec(VS, "rr"), {k: ObservedRealServer(s) for k, s in kernel.items()}
+            )
+        ]
+    )
+    rec = Reconciler(port=fake, desired=lambda: desired, interval_s=5.0)
+    async with LoopTurns() as turns:
+        result = await rec.reconcile_once()
+    assert [type(op) for op in result.applied] == [EditRealServer]
+    assert fake.snapshot([VS])[VS].real_servers[keys[7]].spec.weight == 1
+    # reuse_observed and plan walk 3 000 real servers each, STEP_REAL_SERVERS at a time
+    assert turns.count >= 2 * (3000 // STEP_REAL_SERVERS)

@@ -4,11 +4,12 @@
 further), asks for each one's real servers and decodes the answers with ``genl_codec``.  It
 remembers the last dump's real servers by the hash of their message body (without the netlink
 header, whose sequence number changes): an idle real server (same weight, same counters) is not
-decoded again, and the event loop is yielded to only between slices of decoding, so a large first
-dump does not hold up the probes.  The hash (Python's 64-bit SipHash, keyed at random per
-process) rather than the body itself: the bodies were ~270 bytes per real server kept between
-passes, and a second copy of each made during every pass (~5 MB at 10 000 real servers); a
-changed body taken for an unchanged one would need a 1 in 2^64 collision.
+decoded again, and the event loop is yielded to between slices of messages, so neither a large
+first dump nor the look-ups of a later one hold up the probes.  The hash (Python's 64-bit
+SipHash, keyed at random per process) rather than the body itself: the bodies were ~270 bytes
+per real server kept between passes, and a second copy of each made during every pass (~5 MB at
+10 000 real servers); a changed body taken for an unchanged one would need a 1 in 2^64
+collision.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from healthd.model import (
     VirtualServerKey,
 )
 
-DECODE_SLICE = 256  # dumped messages decoded between two yields to the event loop
+# The event loop is yielded to after SLICE_WORK units: a message found unchanged is one, a
+# decoded one DECODE_COST more (256 decoded or 1 024 unchanged messages per slice, ~2 ms each)
+SLICE_WORK = 1024
+DECODE_COST = 3
 # (command, attributes, what it is for an error message) -> the answer's messages, as bytes
 DumpRequest = Callable[[int, bytes, str], Awaitable[list[bytes]]]
 
@@ -39,7 +43,7 @@ class TableReader:
         wanted = frozenset(keys)
         observed: dict[VirtualServerKey, ObservedVirtualServer] = {}
         previous, cache = self._decoded, {}
-        decoded = 0
+        work = 0  # since the last yield, in messages looked up (decoding one counts more)
         services = await request(genl_codec.CMD_GET_SERVICE, b"", "dumping virtual servers")
         for msg in services:
             spec, stats = genl_codec.decode_service(msg)
@@ -55,11 +59,13 @@ class TableReader:
             for dmsg in dests:
                 body = hash(memoryview(dmsg)[16:])  # no copy of the body
                 rs = previous.get(body)  # unchanged since the last dump: no decoding
+                work += 1
                 if rs is None:
                     rs = genl_codec.decode_dest(dmsg, af)
-                    decoded += 1
-                    if decoded % DECODE_SLICE == 0:
-                        await asyncio.sleep(0)  # let probes run between slices
+                    work += DECODE_COST
+                if work >= SLICE_WORK:
+                    work = 0
+                    await asyncio.sleep(0)  # let probes run between slices
                 cache[body] = rs
                 real_servers[rs.spec.key] = rs
             observed[spec.key] = ObservedVirtualServer(spec, real_servers, stats)
