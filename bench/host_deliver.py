@@ -29,7 +29,8 @@ from common import print_profile
 from configs import dry_run_daemon
 
 from healthd.checkspec import ProbeResult, Reason
-from healthd.workers import WorkerPool, _Batcher
+from healthd.probeworker import _Batcher
+from healthd.workers import WorkerPool
 
 
 class _Sink:

@@ -202,8 +202,8 @@ async def measure(
     await asyncio.sleep(window_s)
     # the counts of the window's quiet successes, a slice at a time as the daemon drains them (in
     # one go it held the loop ~50 ms at 18 000 checks, and the probes due then started late)
-    for _ in daemon.scheduler.drain_slices():
-        await asyncio.sleep(0)
+    for step in daemon.scheduler.drain_slices():
+        await (asyncio.sleep(0) if step is None else step)
     done1, t1 = daemon.scheduler.completed, time.monotonic()
     window = list(delays)
     per_process = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]

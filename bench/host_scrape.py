@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import http.client
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,30 @@ def timed_get(path: str, headers: dict[str, str]) -> tuple[int, bytes, str, floa
         conn.close()
 
 
+def raw_get(path: str, headers: dict[str, str]) -> tuple[int, bytes, str, float]:
+    """``timed_get`` by a client that reads the socket as fast as it delivers and parses nothing
+    until the end (as Prometheus' Go client reads): an HTTP/1.0 request, so the body comes
+    unchunked up to the connection's close."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = f"GET {path} HTTP/1.0\r\nHost: bench\r\n{extra}\r\n".encode()
+    parts: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", METRICS_PORT), timeout=30) as conn:
+        t0 = time.perf_counter()
+        conn.sendall(request)
+        first_part = conn.recv(1 << 20)
+        first = time.perf_counter() - t0
+        parts.append(first_part)
+        while chunk := conn.recv(1 << 20):
+            parts.append(chunk)
+    data = b"".join(parts)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    encoding = next((v for k, v in fields.items() if k.lower() == "content-encoding"), "")
+    return status, body, encoding, first
+
+
 def workers_arg(value: str) -> int | str:
     return value if value == "auto" else int(value)
 
@@ -93,6 +118,12 @@ def main() -> int:
         help="metrics.check_duration (default: healthd's default)",
     )
     parser.add_argument("--gzip", action="store_true", help="send Accept-Encoding: gzip")
+    parser.add_argument(
+        "--client",
+        choices=["http.client", "raw"],
+        default="http.client",
+        help="raw: read the socket until close and parse afterwards (HTTP/1.0)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     enter_host_bench()
@@ -148,10 +179,11 @@ def main() -> int:
             encoding = ""
             up = float("nan")
             headers = {"Accept-Encoding": "gzip"} if args.gzip else {}
+            fetch = raw_get if args.client == "raw" else timed_get
             for _ in range(args.scrapes):
                 cpu0 = cpu_seconds(proc.pid)  # the process that renders (workers only probe)
                 t0 = time.perf_counter()
-                status, body, encoding, first = timed_get("/metrics", headers)
+                status, body, encoding, first = fetch("/metrics", headers)
                 walls.append(time.perf_counter() - t0)
                 cpus.append(cpu_seconds(proc.pid) - cpu0)
                 firsts.append(first)
@@ -181,6 +213,7 @@ def main() -> int:
                 "workers": args.workers,
                 "moved_after_s": moved,
                 "check_duration": args.check_duration or "per_real_server",
+                "client": args.client,
             }
         finally:
             stop_process(proc)

@@ -30,7 +30,8 @@ CHUNK_BYTES = 1 << 20
 BUFFER_BYTES = 8 << 20
 SLICE_S = 0.002
 
-Exposition = Callable[[], bytes | Iterable[bytes]]  # the body, or its pieces in order
+# the body, or its pieces in order; a future among them: wait for it (the probe workers' counts)
+Exposition = Callable[[], bytes | Iterable[bytes | asyncio.Future[None]]]
 Data = bytes | memoryview
 
 
@@ -46,6 +47,10 @@ def make_app(exposition: Exposition, ready: Callable[[], bool]) -> web.Applicati
             body = exposition()
             until = time.monotonic() + SLICE_S
             for piece in [body] if isinstance(body, bytes) else body:
+                if isinstance(piece, asyncio.Future):
+                    await piece
+                    until = time.monotonic() + SLICE_S
+                    continue
                 held.append(piece)
                 size += len(piece)
                 if time.monotonic() < until:

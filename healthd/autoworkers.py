@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from healthd.checkspec import ProbeResult
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
-from healthd.scheduler import DelayFn, Quiet, ResultFn, Scheduler
+from healthd.scheduler import DelayFn, DrainStep, Quiet, ResultFn, Scheduler
 from healthd.state import ProbeKey
 from healthd.workerpolicy import (
     BUSY_WINDOWS,
@@ -95,6 +95,7 @@ class AutoScheduler:
         self._starts = 0  # in-process probe starts, and those over LATE_S late, this window
         self._late_starts = 0
         self._quiet_delays = quiet.delays if quiet is not None else None
+        self._pool_quiet = quiet  # the workers count quiet successes too (their delays: on_delays)
         self._current: Scheduler = Scheduler(
             self._keys,
             on_result,
@@ -189,7 +190,7 @@ class AutoScheduler:
     def drain(self) -> None:
         self._current.drain()
 
-    def drain_slices(self) -> Iterator[None]:
+    def drain_slices(self) -> Iterator[DrainStep]:
         return self._current.drain_slices()
 
     def _count_delays(self, counts: Sequence[int], n: int, total_s: float) -> None:
@@ -267,4 +268,5 @@ class AutoScheduler:
             workers=workers,
             max_concurrent=self._max_concurrent,
             on_delays=on_delays,
+            quiet=self._pool_quiet,
         )

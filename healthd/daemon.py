@@ -142,11 +142,11 @@ class Daemon(Operations):
             book.probes[key], count.n, count.total_s, count.counts, count.last_end_wall
         )
 
-    def _exposition(self) -> Iterator[bytes]:
+    def _exposition(self) -> Iterator[bytes | asyncio.Future[None]]:
         """/metrics: the quiet checks' counts made current first (``Quiet``), a slice at a time
         (an empty piece: the event loop's turn), then the exposition."""
-        for _ in self.scheduler.drain_slices():
-            yield b""
+        for step in self.scheduler.drain_slices():
+            yield b"" if step is None else step  # a future: the probe workers' counts
         yield from self.metrics.pieces()
 
     def _log_outcome(self, key: ProbeKey, outcome: Outcome) -> None:

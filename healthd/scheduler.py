@@ -71,7 +71,7 @@ class ProbeRunner(Protocol):
 
     def drain(self) -> None: ...  # hand over what quiet checks counted (Quiet), now
 
-    def drain_slices(self) -> Iterator[None]: ...  # the same, a slice per step
+    def drain_slices(self) -> Iterator[DrainStep]: ...  # the same, a slice per step
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,9 @@ class Quiet:
 # is counted a few times per drain.
 QUIET_DRAIN_S = 5.0
 DRAIN_SLICE = 256
+# A step of drain_slices: None once a slice was handed over (the caller may give the loop a
+# turn), or a future to await: the counts are on their way (probe workers, ``workers.py``).
+DrainStep = asyncio.Future[None] | None
 
 MAX_STARTS_PER_WAKE = 256  # then yield to the event loop (I/O, the API) before starting more
 # ... or after this long: a slow machine starting hundreds of due probes in one go would hold up
@@ -464,7 +467,7 @@ class Scheduler:
         for _ in self.drain_slices():
             pass
 
-    def drain_slices(self) -> Iterator[None]:
+    def drain_slices(self) -> Iterator[DrainStep]:
         """``drain``, a slice of ``DRAIN_SLICE`` checks at a time: the caller may give the event
         loop a turn at each step (the counts of 10 000 checks take ~40 ms of Python)."""
         quiet, engine = self._quiet, self._native
@@ -483,13 +486,13 @@ class Scheduler:
                 self._progress = time.monotonic()
                 quiet.delays(delay_counts, n, total_s)
             if not done:
-                yield
+                yield None
 
     async def _drain_every(self, period_s: float) -> None:
         while True:
             await asyncio.sleep(period_s)
             for _ in self.drain_slices():
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # (this scheduler's steps are all None)
 
     def _report(self, slot: _Slot, result: ProbeResult) -> None:
         self.completed += 1

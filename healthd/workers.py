@@ -17,10 +17,21 @@ metrics and the reconciler do not know the difference.  Schedule delays come buc
   to read them, the worker starts no probe (``Scheduler.hold``); the delays show it.
 * ``probe_once`` runs in the calling process (it is the in-process ``Scheduler``'s).
 
+Quiet successes (``scheduler.Quiet``) work in a worker as in the daemon's process: once a plain
+TCP check's results are settled (``_Batcher``: more than max(rise, fall) in a row alike), the
+worker's C engine counts its successes instead of reporting each; the counts go to the daemon
+as rows of their own, in order with the results (a failure's row comes after what was counted
+before it), when the worker drains them: every ``QUIET_DRAIN_S`` and when the daemon asks
+(``drain_slices``, before a scrape; the scrape waits up to ``DRAIN_WAIT_S``).  A worker whose
+checks finished says so at least every ``HEARTBEAT_S`` (the watchdog).
+
 Protocol (length-prefixed pickles; the workers are our own children, nothing else writes here):
-main -> worker ``("add", [(id, ProbeKey), ...])``, ``("remove", [id, ...])``; worker -> main
-``(in_flight, [(id, ok, reason, detail, duration_s, http_status, tls_not_after), ...],
-(delay_counts, delay_count, delay_total_s))`` (counts per bucket of ``DELAY_BUCKETS_S``).
+main -> worker ``("add", [(id, ProbeKey), ...])``, ``("remove", [id, ...])``, ``("drain",
+token)``; worker -> main ``(in_flight, rows, (delay_counts, delay_count, delay_total_s),
+drained, progressed)``: rows ``(id, ok, reason, detail, duration_s, http_status,
+tls_not_after)`` or ``(id, None, n, total_s, duration_counts, last_end_wall, last_duration_s)``
+(counted), delays by bucket of ``DELAY_BUCKETS_S``, ``drained`` the token of the drain this
+batch ends (else None), ``progressed`` whether a check finished since the batch before.
 """
 
 from __future__ import annotations
@@ -28,42 +39,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import pickle
-import signal
-import struct
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from healthd.checkspec import ProbeResult, Reason
-from healthd.histogram import DELAY_BUCKETS_S, Histogram
-from healthd.scheduler import DelayFn, ProbeRunner, Quiet, ResultFn, Scheduler
+from healthd.probes.native import QuietCount
+from healthd.probeworker import Row, frame, read_frame
+from healthd.scheduler import DelayFn, DrainStep, ProbeRunner, Quiet, ResultFn, Scheduler
 from healthd.state import ProbeKey
 
 log = logging.getLogger("healthd.workers")
 
-FLUSH_S = 0.005  # a result that may change a verdict waits at most this long in a worker
-SETTLED_FLUSH_S = 0.1  # one that cannot (see _Batcher) waits at most this long
-FLUSH_COUNT = 512
 RESTART_S = (1.0, 30.0)
-OUTPUT_HIGH_WATER = 1 << 20  # results waiting to be read by the daemon: beyond, stop probing
 STOP_S = 5.0  # a worker that has not exited this long after its input closed is killed
-_LEN = struct.Struct("!I")
+# A scrape waits at most this long for the workers' counts (drain_slices).
+DRAIN_WAIT_S = 1.0
 _REASONS = {r.value: r for r in Reason}
-ResultRow = tuple[int, bool, str, str, float, int | None, float | None]
 DelayBatchFn = Callable[[Sequence[int], int, float], None]  # counts per bucket, count, sum
-
-
-def _frame(message: Any) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(data)) + data
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> Any:
-    (size,) = _LEN.unpack(await reader.readexactly(_LEN.size))
-    return pickle.loads(await reader.readexactly(size))
 
 
 class _Worker:
@@ -73,6 +68,7 @@ class _Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.in_flight = 0
         self.failures = 0
+        self.drained: int | None = None  # the token of the latest drain it answered
 
 
 class WorkerPool(Scheduler):
@@ -88,13 +84,19 @@ class WorkerPool(Scheduler):
         jitter: float = 0.1,
         on_delays: DelayBatchFn | None = None,
         command: list[str] | None = None,
+        quiet: Quiet | None = None,
     ) -> None:
         super().__init__([], on_result, max_concurrent=max_concurrent)
         self._on_delays = on_delays
+        # quiet successes: the workers decide what is settled and count; here, the counts go to
+        # quiet.counted (the workers' delays come bucketed to on_delays anyway)
+        self._pool_quiet = quiet
+        self._drain_token = 0
+        self._drain_wait: asyncio.Future[None] | None = None
         self._keys = list(dict.fromkeys(probes))
         self._worker_concurrency = max(1, max_concurrent // workers)
         self._jitter = jitter
-        self._command = command or [sys.executable, "-m", "healthd.workers"]
+        self._command = command or [sys.executable, "-m", "healthd.probeworker"]
         self._workers = [_Worker(i) for i in range(workers)]
         self.workers = workers
         self._ids: dict[ProbeKey, int] = {}
@@ -162,7 +164,7 @@ class WorkerPool(Scheduler):
         if proc is None or proc.stdin is None or proc.returncode is not None:
             return  # not started yet, or restarting: it gets all of its probes when it starts
         with contextlib.suppress(ConnectionError, RuntimeError):
-            proc.stdin.write(_frame(message))
+            proc.stdin.write(frame(message))
 
     async def _supervise(self, worker: _Worker) -> None:
         while True:
@@ -181,10 +183,13 @@ class WorkerPool(Scheduler):
             await asyncio.sleep(delay)
 
     async def _serve(self, worker: _Worker) -> None:
+        quiet = self._pool_quiet
+        bounds = ",".join(repr(b) for b in quiet.duration_bounds) if quiet is not None else ""
         worker.proc = proc = await asyncio.create_subprocess_exec(
             *self._command,
             str(self._worker_concurrency),
             repr(self._jitter),
+            bounds or "-",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -192,28 +197,73 @@ class WorkerPool(Scheduler):
         self._send(worker, ("add", [(i, self._by_id[i]) for i in sorted(worker.ids)]))
         log.info("probe worker %d (pid %d): %d probes", worker.index, proc.pid, len(worker.ids))
         while True:
-            in_flight, rows, delays = await _read_frame(proc.stdout)
+            in_flight, rows, delays, drained, progressed = await read_frame(proc.stdout)
             worker.in_flight = in_flight
             self._pool_in_flight = sum(w.in_flight for w in self._workers)
             self._deliver(worker, rows, delays)
+            if progressed:
+                self.last_progress = time.monotonic()
+            if drained is not None:
+                worker.drained = drained
+                self._check_drained()
 
     def _deliver(
-        self, worker: _Worker, rows: list[ResultRow], delays: tuple[list[int], int, float]
+        self, worker: _Worker, rows: list[Row], delays: tuple[list[int], int, float]
     ) -> None:
         if self._on_delays is not None and delays[1]:
             self._on_delays(*delays)
-        for key_id, ok, reason, detail, duration, status, not_after in rows:
+        quiet = self._pool_quiet
+        for row in rows:
+            key_id = row[0]
             key = self._by_id.get(key_id)
             if key is None or self._owner.get(key_id) is not worker:
                 continue  # removed meanwhile
-            result = ProbeResult(ok, _REASONS[reason], detail, duration, status, not_after)
-            self.completed += 1
             try:
-                self._on_result(key, result)
+                if row[1] is None:  # counted successes of a quiet check
+                    _, _, n, total_s, counts, last_wall, last_duration_s = row
+                    self.completed += n
+                    if quiet is not None:
+                        quiet.counted(
+                            key, QuietCount(n, total_s, counts, last_wall, last_duration_s)
+                        )
+                    continue
+                _, ok, reason, detail, duration, status, not_after = row
+                self.completed += 1
+                self._on_result(
+                    key, ProbeResult(ok, _REASONS[reason], detail, duration, status, not_after)
+                )
             except Exception:
                 log.exception("handling the result of %s failed", key.describe())
         if rows:
             self.last_progress = time.monotonic()
+
+    def drain_slices(self) -> Iterator[DrainStep]:
+        """Ask every worker for what its quiet checks counted; one step, a future done once they
+        all answered (or after DRAIN_WAIT_S): the caller awaits it.  ``drain()`` only asks."""
+        if self._pool_quiet is None or not self._running:
+            return
+        asking = [w for w in self._workers if w.proc is not None]
+        if not asking:
+            return
+        self._drain_token += 1
+        if self._drain_wait is None or self._drain_wait.done():
+            self._drain_wait = asyncio.get_running_loop().create_future()
+        wait = self._drain_wait
+        for worker in asking:
+            self._send(worker, ("drain", self._drain_token))
+        timer = asyncio.get_running_loop().call_later(DRAIN_WAIT_S, _resolve, wait)
+        try:
+            yield wait
+        finally:
+            timer.cancel()
+
+    def _check_drained(self) -> None:
+        wait = self._drain_wait
+        if wait is None or wait.done():
+            return
+        token = self._drain_token
+        if all(w.drained == token for w in self._workers if w.proc is not None):
+            wait.set_result(None)
 
     async def _stop(self, worker: _Worker) -> None:
         proc, worker.proc, worker.in_flight = worker.proc, None, 0
@@ -239,6 +289,11 @@ class WorkerPool(Scheduler):
             raise
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def _drain_and_wait(proc: asyncio.subprocess.Process) -> int:
     """Read a process's output to its end, then wait for its exit status."""
     if proc.stdout is not None:
@@ -246,149 +301,6 @@ async def _drain_and_wait(proc: asyncio.subprocess.Process) -> int:
             while await proc.stdout.read(1 << 16):
                 pass
     return await proc.wait()
-
-
-# ---- the worker process -----------------------------------------------------------------------
-
-
-class _Batcher:
-    """Collects results and delays and sends them in batches: within FLUSH_S of a result that
-    may change a verdict, else within SETTLED_FLUSH_S.
-
-    A result is settled when its probe has had more than max(rise, fall) results in a row with
-    the same outcome (OK or not), this one included: whatever state the daemon's health book
-    held for it, that many results in a row have brought it to the verdict they say (rise OKs
-    bring any state up, fall failures any state down), so this one changes nothing but
-    counters.  Nearly every result is settled; sending those every 100 ms instead of every 5 ms
-    saves the daemon most of its reads and wake-ups, and detection waits for none of them.
-    """
-
-    def __init__(self, out: Any, scheduler: list[Scheduler]) -> None:
-        self._out = out
-        self._scheduler = scheduler
-        self._ids: dict[ProbeKey, int] = {}
-        # per probe id: its latest outcome and how many results in a row have had it
-        self._streaks: dict[int, tuple[bool, int]] = {}
-        self._rows: list[ResultRow] = []
-        self._delays = Histogram(DELAY_BUCKETS_S)
-        self._timer: asyncio.TimerHandle | None = None
-        self._due_at = math.inf  # loop time the pending batch is due
-
-    def forget(self, key: ProbeKey) -> None:
-        key_id = self._ids.pop(key, None)
-        if key_id is not None:
-            self._streaks.pop(key_id, None)
-
-    def on_result(self, key: ProbeKey, r: ProbeResult) -> None:
-        key_id = self._ids.get(key)
-        if key_id is None:
-            return
-        row = (key_id, r.ok, r.reason.value, r.detail, r.duration_s, r.http_status, r.tls_not_after)
-        self._rows.append(row)
-        last_ok, run = self._streaks.get(key_id, (not r.ok, 0))
-        run = run + 1 if last_ok is r.ok else 1
-        self._streaks[key_id] = (r.ok, run)
-        timing = key.timing
-        self._due(SETTLED_FLUSH_S if run > max(timing.rise, timing.fall) else FLUSH_S)
-
-    def on_delay(self, delay: float) -> None:
-        self._delays.observe(delay)
-        self._due(SETTLED_FLUSH_S)
-
-    def _due(self, within_s: float) -> None:
-        if len(self._rows) >= FLUSH_COUNT:
-            self.flush()
-            return
-        loop = asyncio.get_running_loop()
-        due = loop.time() + within_s
-        if due < self._due_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._due_at = due
-            self._timer = loop.call_at(due, self.flush)
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._due_at = math.inf
-        in_flight = self._scheduler[0].in_flight if self._scheduler else 0
-        delays = self._delays
-        # buffered, never blocks
-        self._out.write(
-            _frame((in_flight, self._rows, (delays.counts, delays.count, delays.total)))
-        )
-        self._rows, self._delays = [], Histogram(DELAY_BUCKETS_S)
-
-
-class _Output(asyncio.Protocol):
-    """The results pipe: while the daemon cannot keep up reading it, the worker stops probing."""
-
-    def __init__(self, scheduler: list[Scheduler]) -> None:
-        self._scheduler = scheduler
-
-    def pause_writing(self) -> None:
-        if self._scheduler:
-            self._scheduler[0].hold(True)
-
-    def resume_writing(self) -> None:
-        if self._scheduler:
-            self._scheduler[0].hold(False)
-
-
-async def _worker_main(max_concurrent: int, jitter: float) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    holder: list[Scheduler] = []
-    out, _ = await loop.connect_write_pipe(lambda: _Output(holder), sys.stdout)
-    out.set_write_buffer_limits(high=OUTPUT_HIGH_WATER)
-    batcher = _Batcher(out, holder)
-    scheduler = Scheduler(
-        [],
-        batcher.on_result,
-        max_concurrent=max_concurrent,
-        jitter=jitter,
-        on_delay=batcher.on_delay,
-    )
-    holder.append(scheduler)
-    keys: dict[int, ProbeKey] = {}
-    running = asyncio.create_task(scheduler.run())
-    await asyncio.sleep(0)
-    try:
-        while True:
-            try:
-                verb, items = await _read_frame(reader)
-            except asyncio.IncompleteReadError:
-                return  # the daemon closed our input: stop
-            if verb == "add":
-                for key_id, key in items:
-                    keys[key_id] = key
-                    batcher._ids[key] = key_id
-            else:
-                for key_id in items:
-                    key = keys.pop(key_id, None)
-                    if key is not None:
-                        batcher.forget(key)
-            scheduler.update(keys.values())
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of a worker: ``python -m healthd.workers MAX_CONCURRENT JITTER``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s",
-        stream=sys.stderr,
-    )
-    max_concurrent, jitter = int(argv[0]), float(argv[1])
-    with contextlib.suppress(BrokenPipeError):
-        asyncio.run(_worker_main(max_concurrent, jitter))
-    return 0
 
 
 def scheduler_for(
@@ -421,9 +333,10 @@ def scheduler_for(
             probes, on_result, max_concurrent=max_concurrent, on_delay=on_delay, quiet=quiet
         )
     return WorkerPool(
-        probes, on_result, workers=workers, max_concurrent=max_concurrent, on_delays=on_delays
+        probes,
+        on_result,
+        workers=workers,
+        max_concurrent=max_concurrent,
+        on_delays=on_delays,
+        quiet=quiet,
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -207,7 +207,7 @@ async def test_held_probes_wait_and_report_their_delay(listener: int) -> None:
 
 
 def test_a_full_results_pipe_holds_the_workers_scheduler() -> None:
-    from healthd.workers import _Output
+    from healthd.probeworker import _Output
 
     s = Scheduler([], lambda k, r: None)
     output = _Output([s])

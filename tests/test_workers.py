@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -21,9 +22,12 @@ from healthd.checkspec import CheckTiming, ProbeResult, Reason, Target, TcpCheck
 from healthd.config import ConfigError
 from healthd.config.parse import parse_text
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
-from healthd.scheduler import Scheduler
+from healthd.probes import native
+from healthd.probes.native import QuietCount
+from healthd.probeworker import SETTLED_FLUSH_S, _Batcher
+from healthd.scheduler import Quiet, Scheduler
 from healthd.state import ProbeKey
-from healthd.workers import SETTLED_FLUSH_S, WorkerPool, _Batcher, scheduler_for
+from healthd.workers import WorkerPool, scheduler_for
 
 
 def alive(pid: int) -> bool:
@@ -206,7 +210,7 @@ class _Frames:
         self.batches: list[tuple[float, list[tuple[object, ...]]]] = []
 
     def write(self, data: bytes) -> None:
-        _in_flight, rows, _delays = pickle.loads(data[4:])
+        _in_flight, rows, _delays, _drained, _progressed = pickle.loads(data[4:])
         self.batches.append((asyncio.get_running_loop().time(), rows))
 
 
@@ -260,3 +264,45 @@ async def test_stopping_the_workers_logs_no_error(
     gc.collect()  # a future whose exception nobody retrieved is reported when collected
     await asyncio.sleep(0.05)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_worker_counts_settled_successes_and_hands_them_over_in_order() -> None:
+    """Quiet successes in a probe worker: once settled, a TCP check's successes are counted in
+    the worker (not sent one by one), the watchdog still sees progress, a drain (a scrape)
+    brings the counts, and a failure comes after what was counted before it."""
+    assert native.available(), "the C engine (healthd/_tcpengine.c) is not built"
+    events: list[tuple[str, int]] = []
+
+    def counted(key: ProbeKey, count: QuietCount) -> None:
+        events.append(("counted", count.n))
+
+    quiet = Quiet(lambda k, r: False, counted, lambda c, n, t: None, (0.001, 0.01, 0.1, 1.0))
+    server = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    port = server.getsockname()[1]
+    key = ProbeKey(TcpCheck(), Target("127.0.0.1", port), CheckTiming(0.05, 0.5, rise=1, fall=1))
+    pool = WorkerPool(
+        [key], lambda k, r: events.append(("result", int(r.ok))), workers=1, quiet=quiet
+    )
+    task = asyncio.create_task(pool.run())
+    try:
+        await until(lambda: len(events) >= 2)  # settled from the second success on
+        await asyncio.sleep(0.2)
+        reported, progress = len(events), pool.last_progress
+        await asyncio.sleep(1.5)  # ~30 checks
+        assert len(events) == reported <= 4  # counted in the worker, none sent
+        assert pool.last_progress > progress + 0.4  # the worker's heartbeat
+        for step in pool.drain_slices():  # what a scrape does first
+            if step is not None:
+                await asyncio.wait_for(step, 2)
+        assert events[-1][0] == "counted" and events[-1][1] >= 20
+        assert pool.completed == sum(n for kind, n in events if kind == "counted") + reported
+        await asyncio.sleep(0.3)  # more successes counted, not drained
+        server.close()  # the backend goes away
+        await until(lambda: ("result", 0) in events)
+        failure = events.index(("result", 0))
+        assert events[failure - 1][0] == "counted" and events[failure - 1][1] > 0
+    finally:
+        server.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
