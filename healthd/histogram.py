@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -45,8 +46,10 @@ class Histogram:
     def merge(self, counts: Sequence[int], count: int, total: float) -> None:
         """Add another histogram's figures over the same bounds (a probe worker's batch)."""
         mine = self.counts
-        for i, n in enumerate(counts):
-            if n:
+        if len(counts) == len(mine):
+            mine[:] = map(operator.add, mine, counts)  # in place, at C speed (per check drained)
+        else:
+            for i, n in enumerate(counts):
                 mine[i] += n
         self.count += count
         self.total += total
