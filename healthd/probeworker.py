@@ -234,7 +234,9 @@ async def _worker_main(
         beats.cancel()
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await running
+            await running  # its last drain: what the quiet checks counted since the one before
+        with contextlib.suppress(OSError, RuntimeError):
+            batcher.flush()  # ... goes to the daemon, which reads to the end of our output
 
 
 def main(argv: list[str]) -> int:

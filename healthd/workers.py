@@ -273,11 +273,9 @@ class WorkerPool(Scheduler):
         if proc.stdin is not None:
             proc.stdin.close()  # a worker exits at the end of its input
         try:
-            # Read its output to the end: asyncio's wait() returns only once every pipe of the
-            # process is closed, and a reader nobody reads stops reading before the end.
             # One coroutine, not a gather: a gather cancelled inside wait_for ends with an
             # exception nobody retrieves, which asyncio logs as an error at every stop.
-            await asyncio.wait_for(_drain_and_wait(proc), STOP_S)
+            await asyncio.wait_for(self._last_words(worker, proc), STOP_S)
         except TimeoutError:
             log.warning("probe worker %d did not stop within %gs: killing it", worker.index, STOP_S)
             proc.kill()
@@ -289,18 +287,22 @@ class WorkerPool(Scheduler):
             raise
 
 
+    async def _last_words(self, worker: _Worker, proc: asyncio.subprocess.Process) -> int:
+        """Deliver what a stopping worker still sends (what its quiet checks counted since the
+        last drain: a move to more workers or a reload must not lose it), then its exit status.
+        Its output is read to the end: asyncio's wait() returns only once every pipe of the
+        process is closed."""
+        if proc.stdout is not None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError, pickle.UnpicklingError):
+                while True:
+                    _, rows, delays, _, _ = await read_frame(proc.stdout)
+                    self._deliver(worker, rows, delays)
+        return await proc.wait()
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-async def _drain_and_wait(proc: asyncio.subprocess.Process) -> int:
-    """Read a process's output to its end, then wait for its exit status."""
-    if proc.stdout is not None:
-        with contextlib.suppress(OSError):
-            while await proc.stdout.read(1 << 16):
-                pass
-    return await proc.wait()
 
 
 def scheduler_for(

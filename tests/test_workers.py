@@ -306,3 +306,30 @@ async def test_a_worker_counts_settled_successes_and_hands_them_over_in_order() 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_stopping_worker_hands_over_what_its_quiet_checks_counted() -> None:
+    """Stopping the pool (a move to more workers, a reload that restarts them) loses no count:
+    the worker drains at exit and the daemon reads its output to the end."""
+    assert native.available(), "the C engine (healthd/_tcpengine.c) is not built"
+    counted: list[int] = []
+    reported: list[bool] = []
+    quiet = Quiet(
+        lambda k, r: False, lambda k, c: counted.append(c.n), lambda c, n, t: None, (0.01, 1.0)
+    )
+    with socket.create_server(("127.0.0.1", 0), backlog=1024) as server:
+        key = ProbeKey(
+            TcpCheck(),
+            Target("127.0.0.1", server.getsockname()[1]),
+            CheckTiming(0.05, 0.5, rise=1, fall=1),
+        )
+        pool = WorkerPool([key], lambda k, r: reported.append(r.ok), workers=1, quiet=quiet)
+        task = asyncio.create_task(pool.run())
+        await until(lambda: len(reported) >= 2)
+        await asyncio.sleep(1.0)  # ~20 successes counted in the worker, none drained yet
+        assert counted == []
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sum(counted) >= 10
+    assert pool.completed == len(reported) + sum(counted)
