@@ -2,9 +2,10 @@
 
 When one core cannot run every probe on schedule, or the main event loop is busy with
 reconcile passes and scrapes of a large config, the probes move to ``N`` worker processes
-(``python -m healthd.workers``).  Each worker runs an ordinary ``Scheduler`` over its share of the
-probes and sends results back in batches (a pickle per batch: within ``FLUSH_S`` of a result that
-may change a verdict, within ``SETTLED_FLUSH_S`` of one that cannot, see ``_Batcher``); the
+(``python -m healthd.probeworker``).  Each worker runs an ordinary ``Scheduler`` over its share of
+the probes and sends results back in batches (a pickle per batch: within ``FLUSH_S`` of a result
+that may change a verdict, within ``SETTLED_FLUSH_S`` of one that cannot, see
+``probeworker._Batcher``); the
 main process hands every result to the same callback as the in-process scheduler does, so health,
 metrics and the reconciler do not know the difference.  Schedule delays come bucketed
 (``healthd.histogram``, one histogram per batch) and go to ``on_delays`` in one call.
@@ -12,7 +13,8 @@ metrics and the reconciler do not know the difference.  Schedule delays come buc
 * Probes are spread over workers by count; a probe stays on its worker across ``update()``.
 * A worker that dies is started again (after 1 s, then up to 30 s) with the same probes; its
   probes make no progress meanwhile, which the watchdog (``last_progress``) sees.
-* A worker exits when its stdin closes, so it never outlives the daemon, even a killed one.
+* A worker exits when its stdin closes, so it never outlives the daemon, even a killed one; its
+  last batch (what it counted since its last drain) is read and delivered.
 * Back-pressure: while more than ``OUTPUT_HIGH_WATER`` bytes of results wait for the daemon
   to read them, the worker starts no probe (``Scheduler.hold``); the delays show it.
 * ``probe_once`` runs in the calling process (it is the in-process ``Scheduler``'s).
