@@ -198,8 +198,11 @@ class Daemon(Operations):
             self._note_drains(states)
 
     def _note_drains(self, states: Mapping[RealServerId, str]) -> None:
-        """Log once when a drained real server has no connection left."""
-        for rs_id, state in states.items():
+        """Log once when a drained real server has no connection left.  Only a drain override
+        shows "drained": the real servers with one, and those drained before, are looked at (not
+        every real server, every pass)."""
+        for rs_id in self._drained | self.runtime.overrides.keys():
+            state = states.get(rs_id)
             if state == "drained" and rs_id not in self._drained:
                 log.info("real server %s/%s: drain complete, no connection left", *rs_id)
             if state != "drained":

@@ -25,6 +25,7 @@ from healthd.model import (
     RealServerSpec,
     VirtualServerKey,
 )
+from healthd.overrides import Override, OverrideKind
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 VS = VirtualServerKey.for_address(Protocol.TCP, "10.0.0.1", 80)
@@ -262,3 +263,28 @@ async def test_dry_run_kernel_ops_say_so(tmp_path: Path) -> None:
     await d.reconciler.reconcile_once()
     d.host.events.close()
     assert {e["dry_run"] for e in lines(tmp_path / "events.jsonl")} == {True}
+
+
+async def test_a_drain_that_completes_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A drained real server (drain override, no connection left) is logged once, and again
+    only after it left the drained state and came back to it."""
+    d = daemon(tmp_path)
+    assert (await d.reconciler.reconcile_once()).ok
+    probe(d, ok=True)
+    d.runtime.set_override("web", "web-1", Override(OverrideKind.DRAIN, "ops"))
+    caplog.set_level(logging.INFO, logger="healthd")
+
+    def logged() -> int:
+        return sum("drain complete" in r.getMessage() for r in caplog.records)
+
+    assert (await d.reconciler.reconcile_once()).ok
+    assert logged() == 1
+    assert (await d.reconciler.reconcile_once()).ok
+    assert logged() == 1  # still drained: not again
+    d.runtime.set_override("web", "web-1", None)
+    assert (await d.reconciler.reconcile_once()).ok
+    d.runtime.set_override("web", "web-1", Override(OverrideKind.DRAIN, "ops"))
+    assert (await d.reconciler.reconcile_once()).ok
+    assert logged() == 2
