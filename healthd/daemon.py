@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -133,14 +133,13 @@ class Daemon(Operations):
         """Whether more successes like ``result`` would change nothing but counts (``Quiet``)."""
         return self.runtime.book.settled(key, result)
 
-    def _counted(self, key: ProbeKey, count: QuietCount) -> None:
-        """Successes the C engine counted for ``key`` since the last drain (``Quiet``)."""
-        book = self.runtime.book
-        if not book.note_duration(key, count.last_duration_s):
-            return  # the probe left the config with a reload
-        self.metrics.observe_successes(
-            book.probes[key], count.n, count.total_s, count.counts, count.last_end_wall
-        )
+    def _counted(self, counted: Sequence[tuple[ProbeKey, QuietCount]]) -> None:
+        """Successes the C engine counted since the last drain, a slice of checks (``Quiet``):
+        per check the health book's latest duration and the check's metrics, in one loop (a
+        drain before a scrape walks every quiet check: ~5 µs each as separate calls)."""
+        observe = self.metrics.observe_successes
+        for subscribers, count in self.runtime.book.note_durations(counted):
+            observe(subscribers, count.n, count.total_s, count.counts, count.last_end_wall)
 
     def _exposition(self) -> Iterator[bytes | asyncio.Future[None]]:
         """/metrics: the quiet checks' counts made current first (``Quiet``), a slice at a time

@@ -106,13 +106,14 @@ class _Batcher:
         ok, run = self._streaks.get(key_id, (False, 0))
         return ok and run > max(key.timing.rise, key.timing.fall)
 
-    def counted(self, key: ProbeKey, c: QuietCount) -> None:
-        key_id = self._ids.get(key)
-        if key_id is None:
-            return
-        self._rows.append(
-            (key_id, None, c.n, c.total_s, c.counts, c.last_end_wall, c.last_duration_s)
-        )
+    def counted(self, counted: Sequence[tuple[ProbeKey, QuietCount]]) -> None:
+        ids, rows = self._ids, self._rows
+        for key, c in counted:
+            key_id = ids.get(key)
+            if key_id is not None:
+                rows.append(
+                    (key_id, None, c.n, c.total_s, c.counts, c.last_end_wall, c.last_duration_s)
+                )
         self._due(SETTLED_FLUSH_S)
 
     def quiet_delays(self, counts: Sequence[int], n: int, total_s: float) -> None:

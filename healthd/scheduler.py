@@ -78,12 +78,13 @@ class ProbeRunner(Protocol):
 class Quiet:
     """Settled successes of plain TCP checks counted by the C engine instead of reported one by
     one (``probes.native``): after each reported result ``settled(key, result)`` says whether
-    the next successes would change nothing; what was counted goes to ``counted(key, count)``
+    the next successes would change nothing; what was counted goes to ``counted([(key, count),
+    ...])`` (a slice of checks per call)
     and ``delays(counts, n, total_s)`` (bucketed by ``DELAY_BUCKETS_S``) at every ``drain()``,
     which runs every ``QUIET_DRAIN_S`` and whenever the caller needs the figures current."""
 
     settled: Callable[[ProbeKey, ProbeResult], bool]
-    counted: Callable[[ProbeKey, native.QuietCount], None]
+    counted: Callable[[Sequence[tuple[ProbeKey, native.QuietCount]]], None]
     delays: Callable[[Sequence[int], int, float], None]
     duration_bounds: tuple[float, ...]
 
@@ -449,7 +450,7 @@ class Scheduler:
             count = self._native.drain_one(slot.handle)
             if count is not None:
                 self.completed += count.n
-                quiet.counted(slot.key, count)
+                quiet.counted([(slot.key, count)])
         self._report(slot, result)
         if (
             quiet is not None
@@ -476,12 +477,12 @@ class Scheduler:
         done = False
         while not done:
             counted, (delay_counts, n, total_s), done = engine.drain(DRAIN_SLICE)
-            for slot, count in counted:
-                self.completed += count.n
-                try:
-                    quiet.counted(slot.key, count)
-                except Exception:
-                    log.exception("handling the counted results of %s failed", slot.key.describe())
+            pairs = [(slot.key, count) for slot, count in counted]
+            self.completed += sum(count.n for _, count in pairs)
+            try:
+                quiet.counted(pairs)
+            except Exception:
+                log.exception("handling the counted results of %d checks failed", len(pairs))
             if n:
                 self._progress = time.monotonic()
                 quiet.delays(delay_counts, n, total_s)

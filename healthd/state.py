@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 from healthd import health
 from healthd.checkspec import CheckSpec, CheckTiming, ProbeResult, Target, probe_target
@@ -54,6 +54,14 @@ class Subscriber(NamedTuple):
 
 
 RealServerId = tuple[str, str]  # (virtual server name, real server name)
+
+
+class _Counted(Protocol):
+    @property
+    def last_duration_s(self) -> float: ...
+
+
+_C = TypeVar("_C", bound=_Counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +174,18 @@ class HealthBook:
             return False
         self._duration_s[key] = duration_s
         return True
+
+    def note_durations(
+        self, counted: Iterable[tuple[ProbeKey, _C]]
+    ) -> Iterator[tuple[tuple[Subscriber, ...], _C]]:
+        """``note_duration`` for each (key, count) whose count has ``last_duration_s``; yields
+        the subscribers of each probe in the book with its count (those not in it left the
+        config with a reload)."""
+        states, durations, probes = self.states, self._duration_s, self.probes
+        for key, count in counted:
+            if key in states:
+                durations[key] = count.last_duration_s
+                yield probes[key], count
 
     def record(self, key: ProbeKey, result: ProbeResult) -> Outcome | None:
         """What this result changed (``NO_CHANGE``: nothing); None for a probe not in the book

@@ -225,9 +225,8 @@ class WorkerPool(Scheduler):
                     _, _, n, total_s, counts, last_wall, last_duration_s = row
                     self.completed += n
                     if quiet is not None:
-                        quiet.counted(
-                            key, QuietCount(n, total_s, counts, last_wall, last_duration_s)
-                        )
+                        count = QuietCount(n, total_s, counts, last_wall, last_duration_s)
+                        quiet.counted([(key, count)])
                     continue
                 _, ok, reason, detail, duration, status, not_after = row
                 self.completed += 1
@@ -287,7 +286,6 @@ class WorkerPool(Scheduler):
                 proc.kill()
             await asyncio.shield(proc.wait())
             raise
-
 
     async def _last_words(self, worker: _Worker, proc: asyncio.subprocess.Process) -> int:
         """Deliver what a stopping worker still sends (what its quiet checks counted since the

@@ -76,9 +76,10 @@ async def test_the_scheduler_counts_settled_successes_and_hands_them_over() -> N
 
     order: list[str] = []
 
-    def on_counted(k: ProbeKey, count: QuietCount) -> None:
-        counted.append(count)
-        order.append("counted")
+    def on_counted(pairs: Sequence[tuple[ProbeKey, QuietCount]]) -> None:
+        for _, count in pairs:
+            counted.append(count)
+            order.append("counted")
 
     def on_result(k: ProbeKey, result: ProbeResult) -> None:
         reported.append(result)

@@ -12,6 +12,7 @@ import pickle
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -273,8 +274,8 @@ async def test_a_worker_counts_settled_successes_and_hands_them_over_in_order() 
     assert native.available(), "the C engine (healthd/_tcpengine.c) is not built"
     events: list[tuple[str, int]] = []
 
-    def counted(key: ProbeKey, count: QuietCount) -> None:
-        events.append(("counted", count.n))
+    def counted(pairs: Sequence[tuple[ProbeKey, QuietCount]]) -> None:
+        events.extend(("counted", count.n) for _, count in pairs)
 
     quiet = Quiet(lambda k, r: False, counted, lambda c, n, t: None, (0.001, 0.01, 0.1, 1.0))
     server = socket.create_server(("127.0.0.1", 0), backlog=1024)
@@ -315,7 +316,10 @@ async def test_a_stopping_worker_hands_over_what_its_quiet_checks_counted() -> N
     counted: list[int] = []
     reported: list[bool] = []
     quiet = Quiet(
-        lambda k, r: False, lambda k, c: counted.append(c.n), lambda c, n, t: None, (0.01, 1.0)
+        lambda k, r: False,
+        lambda pairs: counted.extend(c.n for _, c in pairs),
+        lambda c, n, t: None,
+        (0.01, 1.0),
     )
     with socket.create_server(("127.0.0.1", 0), backlog=1024) as server:
         key = ProbeKey(
