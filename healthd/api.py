@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from healthd import memory
+
 # /metrics goes out as the pieces the exposition comes in, each in slices (views, not copies).
 # Joining them, or handing asyncio one large body, costs copies of the whole (aiohttp joins it to
 # the headers, asyncio copies what the socket did not take and appends that to its buffer), each
@@ -67,6 +69,8 @@ def make_app(exposition: Exposition, ready: Callable[[], bool]) -> web.Applicati
             response = await _stream(request, headers)
         await _send(response, held, lambda: True)
         await response.write_eof()
+        held.clear()
+        memory.give_back()  # the scrape's pieces were freed: their pages go back to the system
         return response
 
     async def healthz(_: web.Request) -> web.Response:

@@ -8,9 +8,11 @@ import itertools
 import time
 from collections.abc import Iterable, Iterator
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from healthd import memory
 from healthd.api import CHUNK_BYTES, SLICE_S, make_app
 
 LARGE = [b"# HELP a x\n", bytes(range(256)) * (CHUNK_BYTES // 100), b"", b"z" * CHUNK_BYTES, b"\n"]
@@ -146,3 +148,20 @@ async def test_a_client_that_stops_reading_does_not_hold_up_the_next_scrape() ->
         finally:
             writer.close()
     assert body == b"".join(big)
+
+
+async def test_after_a_large_scrape_its_memory_goes_back_to_the_system(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(memory, "give_back", lambda: calls.append("trim") or True)
+    status, _, body = await _get(iter(LARGE))
+    assert status == 200 and body == b"".join(LARGE)
+    assert calls == ["trim"]
+    await _get([b"# small\n"])  # a small one is one allocation: nothing to give back
+    assert calls == ["trim"]
+
+
+def test_the_free_heap_can_be_given_back_here() -> None:
+    """Debian's C library is glibc: malloc_trim is there (elsewhere give_back does nothing)."""
+    assert memory.give_back() is True
