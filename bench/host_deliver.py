@@ -75,7 +75,7 @@ async def run(args: argparse.Namespace) -> None:
 
         def deliver() -> None:
             for d in data:
-                _in_flight, rows, delays = pickle.loads(d)
+                _in_flight, rows, delays, _drained, _progressed = pickle.loads(d)
                 pool._deliver(worker, rows, delays)
 
         best = float("inf")
