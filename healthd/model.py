@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from healthd.steps import STEP_REAL_SERVERS, Steps, run_steps
+from healthd.steps import Steps, pause_after, run_steps
 
 
 class Protocol(enum.Enum):
@@ -190,7 +190,9 @@ def same_or_new(previous: _T | None, new: _T) -> _T:
     servers, objects that live from one pass to the next and then die are what makes the garbage
     collector's full passes frequent and long (tens of ms, with probes waiting).
     """
-    return previous if previous is not None and previous == new else new
+    if previous is None or previous is new:
+        return new
+    return previous if previous == new else new
 
 
 def reuse_observed(previous: Observed, new: Observed) -> Observed:
@@ -209,10 +211,9 @@ def reuse_observed_steps(previous: Observed, new: Observed) -> Steps[Observed]:
         old_rs = old.real_servers
         real_servers: dict[RealServerKey, ObservedRealServer] = {}
         for i, (k, v) in enumerate(vs.real_servers.items()):
-            if i % STEP_REAL_SERVERS == STEP_REAL_SERVERS - 1:
+            if pause_after(i):
                 yield
-            was = old_rs.get(k)
-            real_servers[k] = was if was is not None and (was is v or was == v) else v
+            real_servers[k] = same_or_new(old_rs.get(k), v)
         out[key] = same_or_new(old, replace(vs, real_servers=real_servers))
     return out
 

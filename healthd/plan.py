@@ -35,7 +35,7 @@ from healthd.model import (
     VirtualServerKey,
     VirtualServerSpec,
 )
-from healthd.steps import STEP_REAL_SERVERS, Steps, run_steps
+from healthd.steps import Steps, pause_after, run_steps
 
 
 def plan(desired: Desired, observed: Observed) -> list[Op]:
@@ -155,7 +155,7 @@ def _plan_virtual_server(
     if have is None:
         adds: list[Op] = []
         for i, d in enumerate(want.real_servers.values()):
-            if i % STEP_REAL_SERVERS == STEP_REAL_SERVERS - 1:
+            if pause_after(i):
                 yield
             if d.present and d.add_if_absent and not d.drain_then_delete:
                 adds.append(AddRealServer(key, d.spec, reason=d.why))
@@ -170,12 +170,12 @@ def _plan_virtual_server(
     seen_rs = have.real_servers
     wanted_rs = want.real_servers
     for i, rs_key in enumerate(seen_rs):
-        if i % STEP_REAL_SERVERS == STEP_REAL_SERVERS - 1:
+        if pause_after(i):
             yield
         if rs_key not in wanted_rs:
             deletes.append(DeleteRealServer(key, rs_key, reason="not in the configuration"))
     for i, d in enumerate(wanted_rs.values()):
-        if i % STEP_REAL_SERVERS == STEP_REAL_SERVERS - 1:
+        if pause_after(i):
             yield
         seen = seen_rs.get(d.spec.key)
         if d.drain_then_delete:

@@ -88,8 +88,7 @@ class _Batcher:
         last_ok, run = self._streaks.get(key_id, (not r.ok, 0))
         run = run + 1 if last_ok is r.ok else 1
         self._streaks[key_id] = (r.ok, run)
-        timing = key.timing
-        self._due(SETTLED_FLUSH_S if run > max(timing.rise, timing.fall) else FLUSH_S)
+        self._due(SETTLED_FLUSH_S if _settled_run(key, run) else FLUSH_S)
 
     def on_delay(self, delay: float) -> None:
         self._delays.observe(delay)
@@ -104,7 +103,7 @@ class _Batcher:
         if key_id is None or not r.ok:
             return False
         ok, run = self._streaks.get(key_id, (False, 0))
-        return ok and run > max(key.timing.rise, key.timing.fall)
+        return ok and _settled_run(key, run)
 
     def counted(self, counted: Sequence[tuple[ProbeKey, QuietCount]]) -> None:
         ids, rows = self._ids, self._rows
@@ -161,6 +160,12 @@ class _Batcher:
         )
         self._out.write(frame(batch))  # buffered, never blocks
         self._rows, self._delays, self._drained = [], Histogram(DELAY_BUCKETS_S), None
+
+
+def _settled_run(key: ProbeKey, run: int) -> bool:
+    """Whether ``run`` alike results in a row settle ``key`` whatever the daemon's book held for
+    it (see ``_Batcher``)."""
+    return run > max(key.timing.rise, key.timing.fall)
 
 
 class _Output(asyncio.Protocol):

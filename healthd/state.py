@@ -167,20 +167,12 @@ class HealthBook:
             and health.step(state, result.ok, key.timing) is state
         )
 
-    def note_duration(self, key: ProbeKey, duration_s: float) -> bool:
-        """The latest duration of a probe whose results said nothing new (``settled``); False
-        for a probe not in the book."""
-        if key not in self.states:
-            return False
-        self._duration_s[key] = duration_s
-        return True
-
     def note_durations(
         self, counted: Iterable[tuple[ProbeKey, _C]]
     ) -> Iterator[tuple[tuple[Subscriber, ...], _C]]:
-        """``note_duration`` for each (key, count) whose count has ``last_duration_s``; yields
-        the subscribers of each probe in the book with its count (those not in it left the
-        config with a reload)."""
+        """The latest duration (``last_duration_s``) of probes whose results said nothing new
+        (``settled``), counted elsewhere; yields the subscribers of each probe in the book with
+        its count (a probe not in it left the config with a reload)."""
         states, durations, probes = self.states, self._duration_s, self.probes
         for key, count in counted:
             if key in states:

@@ -19,6 +19,11 @@ STEP_REAL_SERVERS = 512
 Steps = Generator[None, None, _T]
 
 
+def pause_after(i: int) -> bool:
+    """Whether a walk yields after its ``i``-th real server (counted from 0)."""
+    return i % STEP_REAL_SERVERS == STEP_REAL_SERVERS - 1
+
+
 def run_steps(steps: Steps[_T]) -> _T:
     """Run a stepped computation to its end at once; its result."""
     while True:

@@ -44,10 +44,14 @@ def test_a_check_is_settled_once_its_health_is_confirmed_and_its_result_repeats(
     assert not book.settled(key, ok())  # one of rise 2
     book.record(key, ok())
     assert book.settled(key, ok(0.004))  # up, confirmed: only the duration would change
-    assert book.note_duration(key, 0.004)
-    assert book.last_result(key) == ok(0.004)
     stranger = ProbeKey(TcpCheck(), Target("10.9.9.9", 1), CheckTiming(1.0, 0.5))
-    assert not book.note_duration(stranger, 0.1)
+    counted = [
+        (key, QuietCount(5, 0.02, (5,), 1.7e9, 0.004)),
+        (stranger, QuietCount(1, 0.1, (1,), 1.7e9, 0.1)),
+    ]
+    noted = list(book.note_durations(counted))
+    assert [count.n for _, count in noted] == [5]  # the stranger is not in the book
+    assert book.last_result(key) == ok(0.004)
 
 
 def test_counted_successes_show_as_the_same_successes_reported_one_by_one() -> None:
