@@ -37,6 +37,7 @@ def healthd_config(
     initial_state: str = "up",
     netlink: str = "raw",
     check_duration: str | None = None,
+    events_file: Path | None = None,
 ) -> Path:
     check_line = "{type: tcp}" if check == "tcp" else "{type: http, path: /}"
     probes = f"  max_concurrent: {max_concurrent}\n"
@@ -50,6 +51,7 @@ def healthd_config(
         probes.rstrip("\n"),
         f"control: {{socket: {workdir}/healthd.sock}}",
         f"state_file: {workdir}/state.json",
+        *([f"events: {{file: {events_file}}}"] if events_file else []),
         "defaults:",
         f"  check: {{interval: {interval_s}s, timeout: {timeout_s}s, rise: {rise}, fall: {fall},"
         f" initial_state: {initial_state}}}",

@@ -19,13 +19,16 @@ after the other on the same boot:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,7 @@ class Daemon:
 
     def __init__(self, kind: str, check_type: str, n: int, work: Path, args: Any) -> None:
         self.kind = kind
+        self.events_path: Path | None = None
         # "healthd:2": probes.workers 2, "healthd:auto": auto; "healthd" and "healthd-pyroute2"
         # one process (workers 0, as before auto existed); "healthd-defaults": nothing set
         kind, _, workers = kind.partition(":")
@@ -85,6 +89,8 @@ class Daemon:
                 "-c", str(work / "checkers.pid"),
             ]  # fmt: skip
         else:
+            self.events_path = work / "events.jsonl"
+            self.events_path.unlink(missing_ok=True)
             conf = healthd_config(
                 work / "healthd.yaml",
                 addr=RS_ADDR,
@@ -94,6 +100,7 @@ class Daemon:
                 workdir=work,
                 workers=self.workers(kind, workers, args),
                 netlink="raw" if kind == "healthd" else "pyroute2",
+                events_file=self.events_path,
             )
             argv = [args.python, "-m", "healthd", "run", "-c", str(conf)]
         self.started = time.monotonic()
@@ -190,6 +197,7 @@ def detection(
     pending: dict[int, dict[str, float]] = {}  # port -> {"kill": t, "down": t, "revive": t}
     down: list[float] = []
     up: list[float] = []
+    victims_wall: list[dict[str, Any]] = []  # wall clock, to match the daemon's event log
     polls = 0
     started = time.monotonic()
     next_kill = started
@@ -205,6 +213,7 @@ def detection(
             port = victims.pop()
             sink.kill(port)
             pending[port] = {"kill": time.monotonic()}
+            victims_wall.append({"port": port, "kill": time.time()})
             next_kill = now + 1.0
         blob = b"".join(watch.dump_raw(VIP, VPORT))
         seen = time.monotonic()
@@ -215,6 +224,7 @@ def detection(
                 if weight is None or weight == 0:
                     times["down"] = seen
                     down.append(seen - times["kill"])
+                    next(v for v in victims_wall if v["port"] == port)["seen"] = time.time()
                     sink.revive(port)
                     times["revive"] = time.monotonic()
             elif weight:
@@ -231,6 +241,48 @@ def detection(
         "unfinished": failures,
         "poll_period_s": elapsed / max(polls, 1),
         "candidates": len(candidates),
+        "victims": victims_wall,
+    }
+
+
+def stamp(ts: str) -> float:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def down_path(events: Path, victims: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a detection's time went, from healthd's event log: from the kill to the verdict
+    (the real server's state change to down, two failed checks with fall 2), and from the
+    verdict to the kernel's acknowledgement of weight 0 (``kernel_op``, written after it)."""
+    verdicts: dict[int, list[float]] = {}
+    acks: dict[int, list[float]] = {}
+    for line in events.read_text(errors="replace").splitlines():
+        event = json.loads(line)
+        port_of = re.search(r":(\d+)$", str(event.get("real_server") or ""))
+        port = int(port_of.group(1)) if port_of else None
+        verdict = event["event"] == "state_change" and event.get("check") is None
+        if verdict and event["to"] == "down":
+            name = re.search(r"rs(\d+)", str(event.get("real_server")))
+            if name:
+                verdicts.setdefault(int(name.group(1)), []).append(stamp(event["ts"]))
+        elif event["event"] == "kernel_op" and event.get("weight") == 0 and port is not None:
+            acks.setdefault(port, []).append(stamp(event["ts"]))
+    to_verdict: list[float] = []
+    to_kernel: list[float] = []
+    kernel_to_seen: list[float] = []
+    for victim in victims:
+        if "seen" not in victim:
+            continue
+        verdict = next((t for t in verdicts.get(victim["port"], []) if t >= victim["kill"]), None)
+        ack = next((t for t in acks.get(victim["port"], []) if t >= victim["kill"]), None)
+        if verdict is None or ack is None:
+            continue
+        to_verdict.append(verdict - victim["kill"])
+        to_kernel.append(ack - verdict)
+        kernel_to_seen.append(victim["seen"] - ack)
+    return {
+        "kill_to_verdict_s": summary(to_verdict),
+        "verdict_to_kernel_s": summary(to_kernel),
+        "kernel_to_seen_s": summary(kernel_to_seen),
     }
 
 
@@ -276,18 +328,21 @@ def run_case(
         out["moves"] = daemon.moves()
         out["rss_kb"] = sum(status_kb(p, "VmRSS") for p in daemon.pids())
         if args.profile and kind.startswith("healthd"):  # after the window: py-spy costs CPU too
-            for pid in pids:
+            for pid in pids if not args.profile_kills else pids[:1]:
                 raw = args.json.parent / f"pyspy-{check_type}-{n}-{pid}.txt"
                 subprocess.Popen(
-                    [args.profile, "record", "-p", str(pid), "-d", "15", "-r", "50", "-f", "raw",
-                     "-o", str(raw), "--nonblocking"],
+                    [args.profile, "record", "-p", str(pid), "-d", "30" if args.profile_kills
+                     else "15", "-r", "50", "-f", "raw", "-o", str(raw), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
-            time.sleep(20)
+            if not args.profile_kills:
+                time.sleep(20)
         if args.kills:
             out["detection"] = detection(
                 watch, sink, n, args.kills, args.detect_limit, random.Random(n)
             )
+            if daemon.events_path is not None and daemon.events_path.exists():
+                out["down_path"] = down_path(daemon.events_path, out["detection"]["victims"])
         out["main_rss_kb"] = sampler.finish()
         out["peak_rss_kb"] = {str(p): status_kb(p, "VmHWM") for p in daemon.pids()}
         out["peak_rss_total_kb"] = sum(out["peak_rss_kb"].values())
@@ -337,6 +392,11 @@ def main() -> int:
         "windows) and the new workers start; the JSON's moves say what happened",
     )  # fmt: skip
     parser.add_argument("--profile", help="py-spy binary: profile healthd 15 s after the window")
+    parser.add_argument(
+        "--profile-kills", action="store_true",
+        help="with --profile: the main process only, over the first 30 s of the kills (what a "
+        "verdict costs on its way to the kernel; py-spy's CPU slows that detection)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     if os.environ.get("HEALTHD_VM") != "1":
