@@ -16,7 +16,11 @@
  * TCP_INFO tells whether the handshake is still in SYN_SENT, and the socket waits for EPOLLOUT.
  * Every socket is closed when its check ends (also when the engine is closed or the target
  * removed).  Scheduling follows scheduler.py: the next due time is the last planned one plus
- * the interval, jittered by +-jitter of it, never in the past; a probe due within EARLY_S (and
+ * the interval, jittered by +-jitter of it, never in the past.  A target whose check failed waits
+ * in a heap of its own (``retry``), due one interval after that check began, and is started
+ * before the targets of the main heap: when the engine falls behind (more checks due than the
+ * CPU can start on time) the healthy targets' checks slip, but the retry that confirms a
+ * failure (fall) does not queue behind them; a probe due within EARLY_S (and
  * at most EARLY_FRACTION of its interval) starts with a wake-up that is already happening; one
  * run() starts at most MAX_STARTS probes, spends at most MAX_RUN_S starting them and returns at
  * most its budget of results, then lets the loop run other callbacks (what is left keeps the
@@ -69,6 +73,7 @@ typedef struct {
     int live;         /* 0: a free slot */
     int hpos;         /* position in its heap, -1 when in none */
     uint32_t gen;     /* bumped at every connect: tells stale epoll events apart */
+    int retry;        /* its last check failed: it waits in the retry heap, not the due heap */
     int quiet;        /* successes are counted here (drain()), not reported one by one */
     uint32_t qn;      /* successes counted since the last drain */
     double qsum;      /* their durations, summed */
@@ -98,6 +103,7 @@ typedef struct {
     int *free_slots;
     int nfree;
     heap_t due;      /* IDLE targets */
+    heap_t retry;    /* IDLE targets whose last check failed: started first when due */
     heap_t deadline; /* CONNECTING targets */
     int in_flight;
     int max_in_flight;
@@ -228,12 +234,16 @@ static int finish(Engine *e, int slot, int code, double end, PyObject *results) 
     target_t *t = &e->targets[slot];
     double duration = code == TIMEOUT_CODE ? t->timeout : end - t->start;
     if (duration < 0) duration = 0;
-    double due = t->due + t->interval * (1.0 + uniform(e, -e->jitter, e->jitter));
+    /* a failure's retry is planned from when the failed check began: behind schedule, the
+     * planned time has slipped with the backlog, and the retry is not to slip further */
+    double from = code != 0 ? t->start : t->due;
+    double due = from + t->interval * (1.0 + uniform(e, -e->jitter, e->jitter));
     if (due < end) due = end; /* fell behind: do not burst */
     t->due = due;
     t->when = due;
     t->state = IDLE;
-    heap_push(e, &e->due, slot);
+    t->retry = code != 0;
+    heap_push(e, t->retry ? &e->retry : &e->due, slot);
     e->finished++;
     if (t->quiet && code == 0) { /* nothing new: counted, reported by drain() */
         t->qn++;
@@ -312,9 +322,12 @@ static void rearm(Engine *e) {
     double at = INFINITY;
     int top = heap_top(&e->deadline);
     if (top >= 0) at = e->targets[top].when;
-    top = heap_top(&e->due);
-    if (top >= 0 && !e->held && e->in_flight < e->max_in_flight && e->targets[top].when < at)
-        at = e->targets[top].when;
+    heap_t *waiting[2] = {&e->retry, &e->due};
+    for (int i = 0; i < 2; i++) {
+        top = heap_top(waiting[i]);
+        if (top >= 0 && !e->held && e->in_flight < e->max_in_flight && e->targets[top].when < at)
+            at = e->targets[top].when;
+    }
     if (at < INFINITY) arm(e, at);
 }
 
@@ -415,7 +428,7 @@ static void close_all(Engine *self) {
         t->live = 0;
     }
     self->ntargets = self->nfree = self->live_count = self->in_flight = 0;
-    self->due.len = self->deadline.len = 0;
+    self->due.len = self->retry.len = self->deadline.len = 0;
     if (self->tfd >= 0) close(self->tfd);
     if (self->epfd >= 0) close(self->epfd);
     self->tfd = self->epfd = -1;
@@ -426,6 +439,7 @@ static void Engine_dealloc(Engine *self) {
     PyMem_Free(self->targets);
     PyMem_Free(self->free_slots);
     PyMem_Free(self->due.items);
+    PyMem_Free(self->retry.items);
     PyMem_Free(self->deadline.items);
     PyMem_Free(self->dbounds);
     PyMem_Free(self->lbounds);
@@ -489,7 +503,8 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
             }
             self->cap = cap;
         }
-        if (heap_reserve(&self->due, self->cap) < 0 || heap_reserve(&self->deadline, self->cap) < 0)
+        if (heap_reserve(&self->due, self->cap) < 0 || heap_reserve(&self->retry, self->cap) < 0 ||
+            heap_reserve(&self->deadline, self->cap) < 0)
             return PyErr_NoMemory();
         slot = self->ntargets++;
     }
@@ -522,13 +537,18 @@ static PyObject *Engine_remove(Engine *self, PyObject *arg) {
         heap_remove(self, &self->deadline, (int)slot);
         close_connect(self, (int)slot); /* cancelled: no result */
     } else {
-        heap_remove(self, &self->due, (int)slot);
+        heap_remove(self, t->retry ? &self->retry : &self->due, (int)slot);
     }
     t->live = 0;
     t->gen++;
     self->free_slots[self->nfree++] = (int)slot;
     self->live_count--;
     Py_RETURN_NONE;
+}
+
+/* due now: at ``soon`` or before, or within EARLY_S and EARLY_FRACTION of its interval */
+static inline int starts_now(const target_t *t, double now, double soon, double early) {
+    return t->when <= soon || (t->when <= early && t->when - now <= t->interval * EARLY_FRACTION);
 }
 
 static PyObject *Engine_run(Engine *self, PyObject *args) {
@@ -579,14 +599,17 @@ static PyObject *Engine_run(Engine *self, PyObject *args) {
     double early = now + EARLY_S;
     for (int started = 0; !self->held && started < MAX_STARTS; started++) {
         if (self->in_flight >= self->max_in_flight || PyList_GET_SIZE(results) >= budget) break;
-        int top = heap_top(&self->due);
-        if (top < 0) break;
-        target_t *t = &self->targets[top];
-        if (t->when > soon && (t->when > early || t->when - now > t->interval * EARLY_FRACTION))
-            break;
+        /* a retry that is due first, then the main heap */
+        heap_t *from = &self->retry;
+        int top = heap_top(from);
+        if (top < 0 || !starts_now(&self->targets[top], now, soon, early)) {
+            from = &self->due;
+            top = heap_top(from);
+            if (top < 0 || !starts_now(&self->targets[top], now, soon, early)) break;
+        }
         double at = now_s();
         if (started && at - now > MAX_RUN_S) break; /* the rest once the loop had its turn */
-        heap_remove(self, &self->due, top);
+        heap_remove(self, from, top);
         if (start(self, top, at, results) < 0) goto error;
     }
     rearm(self);

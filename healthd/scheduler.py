@@ -118,7 +118,7 @@ EARLY_FRACTION = 0.05
 class _Slot:
     """One probe's schedule: when it is due next, and its task while one runs."""
 
-    __slots__ = ("due", "fast", "handle", "key", "live", "quiet", "task")
+    __slots__ = ("due", "fast", "handle", "key", "live", "quiet", "retry", "started", "task")
 
     def __init__(self, key: ProbeKey, due: float, fast: bool) -> None:
         self.key = key
@@ -128,6 +128,8 @@ class _Slot:
         self.task: asyncio.Task[None] | Waiting[_Slot] | None = None
         self.handle: int | None = None  # its handle in the C engine, which then runs it
         self.quiet = False  # the engine counts its successes (Quiet)
+        self.started = due  # when its latest run began (the loop's clock)
+        self.retry = False  # its latest result was a failure: it waits in the retry heap
 
 
 class Scheduler:
@@ -164,6 +166,10 @@ class Scheduler:
         # float and an int are dropped by the garbage collector's first look at them, while
         # (due, number, slot) would age through every generation, one per probe per interval.
         self._heap: list[tuple[float, int]] = []
+        # Probes whose latest result was a failure wait here, due one interval after the failed
+        # run began, and start before the main heap's: behind schedule, the retry that confirms
+        # a failure (fall) does not queue behind the healthy probes' backlog.
+        self._retry: list[tuple[float, int]] = []
         self._queued: dict[int, _Slot] = {}
         self._order = itertools.count()
         self._waiting: deque[_Slot] = deque()  # due, but max_concurrent tasks are running
@@ -220,6 +226,7 @@ class Scheduler:
             slots = list(self._slots.values())
             self._slots = None
             self._heap.clear()
+            self._retry.clear()
             self._queued.clear()
             self._waiting.clear()
             if self._timer is not None:
@@ -305,16 +312,19 @@ class Scheduler:
     def _push(self, slot: _Slot) -> None:
         number = next(self._order)
         self._queued[number] = slot
-        heapq.heappush(self._heap, (slot.due, number))
+        heapq.heappush(self._retry if slot.retry else self._heap, (slot.due, number))
 
     def _arm(self) -> None:
         """Make sure the loop wakes us when the earliest probe is due."""
-        heap, queued = self._heap, self._queued
-        while heap and not queued[heap[0][1]].live:
-            del queued[heapq.heappop(heap)[1]]
-        if not heap or self._loop is None or self._held:
+        queued = self._queued
+        at = math.inf
+        for heap in (self._retry, self._heap):
+            while heap and not queued[heap[0][1]].live:
+                del queued[heapq.heappop(heap)[1]]
+            if heap:
+                at = min(at, heap[0][0])
+        if at == math.inf or self._loop is None or self._held:
             return
-        at = heap[0][0]
         if self._timer is not None:
             if self._timer_at <= at:
                 return
@@ -327,28 +337,40 @@ class Scheduler:
         loop = self._loop
         if loop is None or self._slots is None:
             return
-        heap, queued = self._heap, self._queued
+        main, retry, queued = self._heap, self._retry, self._queued
         now = loop.time() + WAKE_SLACK_S
         early = now + EARLY_S
+
+        def due_now(heap: list[tuple[float, int]]) -> bool:
+            if not heap:
+                return False
+            due, number = heap[0]
+            return due <= now or (
+                due <= early and due - now <= queued[number].key.timing.interval_s * EARLY_FRACTION
+            )
+
         self._waking = True
         until = time.monotonic() + MAX_WAKE_S
         try:
             for started in range(MAX_STARTS_PER_WAKE):
-                if not heap or self._held:
+                if self._held:
                     break
-                due, number = heap[0]
-                if due > now and (
-                    due > early or due - now > queued[number].key.timing.interval_s * EARLY_FRACTION
-                ):
+                if due_now(retry):  # a failure's retry first, then the main heap
+                    heap = retry
+                elif due_now(main):
+                    heap = main
+                else:
                     break
                 if started & 15 == 15 and time.monotonic() > until:
                     break  # the rest right after whatever else is ready on the loop
-                heapq.heappop(heap)
-                slot = queued.pop(number)
+                slot = queued.pop(heapq.heappop(heap)[1])
                 if not slot.live:
                     continue
                 if self._tasks_in_flight >= self._max_concurrent:
-                    self._waiting.append(slot)
+                    if slot.retry:
+                        self._waiting.appendleft(slot)  # ahead of the backlog here too
+                    else:
+                        self._waiting.append(slot)
                     continue
                 self._start(slot, loop.time())
         finally:
@@ -359,6 +381,7 @@ class Scheduler:
 
     def _start(self, slot: _Slot, now: float) -> None:
         key = slot.key
+        slot.started = now
         if self._on_delay is not None:
             self._on_delay(max(0.0, now - slot.due))
         if slot.fast:
@@ -510,7 +533,10 @@ class Scheduler:
             return
         interval = slot.key.timing.interval_s
         jitter = self._jitter
-        due = slot.due + interval * (1 + self._rng.uniform(-jitter, jitter))
+        # a failure's retry is planned from when the failed run began (see _retry)
+        slot.retry = not result.ok
+        since = slot.started if slot.retry else slot.due
+        due = since + interval * (1 + self._rng.uniform(-jitter, jitter))
         now = loop.time()
         if due < now:  # fell behind (a slow probe or an overloaded loop): do not burst
             due = now

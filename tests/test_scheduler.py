@@ -114,6 +114,52 @@ async def test_concurrency_is_bounded() -> None:
     assert peak == 5
 
 
+class FirstRunsAt(random.Random):
+    """First runs at this fraction of each probe's interval (no stagger), no jitter."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__(7)
+        self.fraction = fraction
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.fraction
+
+
+async def test_a_failed_probes_retry_goes_before_a_backlog_of_healthy_probes() -> None:
+    """Behind schedule (here: held), the retry of a probe that failed, due one interval after
+    the failed run began, starts before the healthy probes that were due earlier."""
+    order: list[int] = []
+    started: list[float] = []
+
+    async def probe(spec: CheckSpec, target: Target) -> ProbeResult:
+        order.append(target.port)
+        started.append(time.monotonic())
+        if target.port == 1:
+            return ProbeResult(False, Reason.REFUSED, "refused", 0.0)
+        return ok(spec, target)
+
+    failing = key(1, interval_s=0.3, timeout_s=0.1)  # first run at 0.006 s, retry at ~0.306 s
+    healthy = [key(p, interval_s=10.0, timeout_s=0.1) for p in range(100, 200)]  # at 0.2 s
+    s = Scheduler([failing, *healthy], lambda k, r: None, probe=probe, rng=FirstRunsAt(0.02))
+    t0 = time.monotonic()
+    task = asyncio.create_task(s.run())
+    try:
+        while not order:
+            await asyncio.sleep(0.001)
+        s.hold(True)  # falls behind: nothing starts until 0.45 s
+        await asyncio.sleep(t0 + 0.45 - time.monotonic())
+        s.hold(False)
+        while len(order) < 102:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert order[:2] == [1, 1], order[:5]
+    assert sorted(order[2:102]) == list(range(100, 200))
+    assert started[1] - started[0] >= 0.29  # one interval after the failed run, not sooner
+
+
 async def test_cancelling_the_scheduler_leaves_no_task() -> None:
     async def slow(spec: CheckSpec, target: Target) -> ProbeResult:
         await asyncio.sleep(10)

@@ -171,6 +171,35 @@ async def test_at_most_max_in_flight_connects_wait_and_the_rest_follow(stalled_p
     assert max(delay for _, _, delay in got) >= 0.18
 
 
+async def test_a_failed_checks_retry_goes_before_a_backlog_of_healthy_checks(
+    refused_port: int,
+) -> None:
+    """Behind schedule (here: held for a while), the healthy checks' planned times slip; the
+    retry of a check that failed, due one interval after it began, starts first even though
+    the backlog's checks were due before it, so a failure is confirmed (fall) on time."""
+    got: Got = []
+    tcp = engine(got)
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0), backlog=512) as server:
+        t0 = loop.time()
+        tcp.add("failing", TcpCheck(), Target("127.0.0.1", refused_port), 0.3, 0.2, t0)
+        for i in range(100):  # due before the failing check's retry (t0 + 0.3)
+            healthy = Target("127.0.0.1", server.getsockname()[1])
+            tcp.add(f"ok{i}", TcpCheck(), healthy, 10.0, 0.2, t0 + 0.2)
+        await wait_for(lambda: len(got) == 1)
+        tcp.hold(True)  # falls behind: nothing starts until t0 + 0.45
+        await asyncio.sleep(t0 + 0.45 - loop.time())
+        tcp.hold(False)
+        await wait_for(lambda: len(got) == 102)
+        tcp.close()
+    order = [name for name, _, _ in got]
+    assert order[:2] == ["failing", "failing"], order[:5]
+    assert all(name.startswith("ok") for name in order[2:])
+    assert all(result.ok for name, result, _ in got if name != "failing")
+    # the retry was planned from the failed check's start, 0.3 s on: 0.15 s late, not more
+    assert 0.1 <= got[1][2] < 0.3
+
+
 async def test_a_held_engine_starts_nothing_until_released(refused_port: int) -> None:
     got: Got = []
     tcp = engine(got)
