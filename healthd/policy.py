@@ -98,20 +98,38 @@ class Retiring:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """What a desired table was computed from: the config, and a copy of the statuses and the
+    overrides in force.  The next table reuses a real server's entry, without computing it
+    again, when its config, status and override are the very same objects as then (statuses
+    are interned: ``state._status``); a health change then costs a pass in proportion to what
+    changed, not to every real server (at 5 000 real servers in the test VM, rebuilding every
+    entry was a third of the daemon's CPU while a backend's failure waited for its pass)."""
+
+    config: Config
+    status: StatusMap
+    overrides: Mapping[tuple[str, str], Override]
+
+
 def desired(
     config: Config,
     status: StatusMap,
     overrides: Mapping[tuple[str, str], Override] | None = None,
     retiring: Retiring | None = None,
     previous: Desired | None = None,
+    basis: Basis | None = None,
 ) -> Desired:
     """The desired table: every virtual server in the config, and what a reload is retiring.
 
     ``previous``: the table of the last pass; what did not change keeps its object there
-    (``model.same_or_new``).
+    (``model.same_or_new``).  ``basis``: what ``previous`` was computed from (see ``Basis``).
     """
     overrides = overrides or {}
     previous = previous or {}
+    reuse = basis is not None and basis.config is config
+    was_status = basis.status if basis is not None else {}
+    was_override = basis.overrides if basis is not None else {}
     table: dict[VirtualServerKey, DesiredVirtualServer] = {}
     for vs in config.virtual_servers:
         real_servers: dict[RealServerKey, DesiredRealServer] = {}
@@ -119,10 +137,18 @@ def desired(
         before_rs = before.real_servers if before is not None else {}
         for rs in vs.real_servers:
             rs_id = (vs.name, rs.name)
-            real_servers[rs.key] = same_or_new(
-                before_rs.get(rs.key),
-                desired_real_server(vs, rs, status.get(rs_id, UNKNOWN), overrides.get(rs_id)),
-            )
+            st = status.get(rs_id, UNKNOWN)
+            override = overrides.get(rs_id)
+            was = before_rs.get(rs.key)
+            if (
+                reuse
+                and was is not None
+                and was_status.get(rs_id) is st
+                and was_override.get(rs_id) is override
+            ):
+                real_servers[rs.key] = was
+                continue
+            real_servers[rs.key] = same_or_new(was, desired_real_server(vs, rs, st, override))
         if retiring is not None:
             for rs_key, rs_spec in retiring.real_servers.get(vs.key, {}).items():
                 if rs_key not in real_servers:

@@ -70,6 +70,7 @@ class Runtime:
         self.last_desired: Desired = {}
         self._desired_for: tuple[Config, HealthBook] | None = None
         self._desired_inputs: tuple[object, ...] | None = None
+        self._desired_basis: policy.Basis | None = None
         self._indexed: Config | None = None
         self._by_id: dict[RealServerId, tuple[VirtualServerConfig, RealServerConfig]] = {}
 
@@ -104,9 +105,16 @@ class Runtime:
         if same and inputs == self._desired_inputs:
             return self.last_desired
         retiring = policy.Retiring(self.retired_vs, self.retired_rs)
+        status = self.book.status()
         self.last_desired = policy.desired(
-            self.config, self.book.status(), active, retiring, previous=self.last_desired
+            self.config,
+            status,
+            active,
+            retiring,
+            previous=self.last_desired,
+            basis=self._desired_basis if same else None,
         )
+        self._desired_basis = policy.Basis(self.config, dict(status), active)
         self._desired_for, self._desired_inputs = (self.config, self.book), inputs
         return self.last_desired
 

@@ -190,3 +190,43 @@ def test_a_pass_keeps_the_objects_of_what_did_not_change_and_shows_what_did() ->
     assert api_after[a] is api_before[a]
     assert api_after[b].spec.weight == 0
     assert "connection refused" in api_after[b].why
+
+
+def test_with_its_basis_a_table_computes_only_what_changed_and_equals_one_built_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from healthd import policy
+    from healthd.overrides import Override, OverrideKind
+
+    cfg = config("inhibit")
+    _, api_vs = cfg.virtual_servers
+    up = RealServerStatus(Health.UP, "tcp: ok")
+    status = {("web", "a"): up, ("api", "a"): up, ("api", "b"): up}
+    first = desired(cfg, status)
+    basis = policy.Basis(cfg, dict(status), {})
+    computed: list[str] = []
+    compute = policy.desired_real_server
+
+    def counting(vs: VirtualServerConfig, rs: object, *args: object) -> object:
+        computed.append(f"{vs.name}/{rs.name}")  # type: ignore[attr-defined]
+        return compute(vs, rs, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(policy, "desired_real_server", counting)
+    status[("api", "b")] = RealServerStatus(Health.DOWN, "tcp: connection refused")
+    second = desired(cfg, status, previous=first, basis=basis)
+    assert computed == ["api/b"]
+    assert second[api_vs.key].real_servers[RealServerKey("192.168.1.2", 443)].spec.weight == 0
+
+    # an override set on another real server: that one is computed again, and shows it
+    computed.clear()
+    drain = {("api", "a"): Override(OverrideKind.DRAIN, "root")}
+    third = desired(cfg, status, drain, previous=second, basis=policy.Basis(cfg, dict(status), {}))
+    assert computed == ["api/a"]
+    assert third[api_vs.key].real_servers[RealServerKey("192.168.1.1", 443)].spec.weight == 0
+    monkeypatch.undo()
+    assert third == desired(cfg, status, drain)
+
+    # another config (a reload): every entry computed again, none taken from the old basis
+    reloaded = config("remove")
+    fourth = desired(reloaded, status, previous=third, basis=policy.Basis(cfg, status, drain))
+    assert fourth == desired(reloaded, status)
