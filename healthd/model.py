@@ -15,10 +15,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
-
-from healthd.steps import Steps, pause_after, run_steps
 
 
 class Protocol(enum.Enum):
@@ -185,37 +183,15 @@ _T = TypeVar("_T")
 def same_or_new(previous: _T | None, new: _T) -> _T:
     """``previous`` if it equals ``new``: values that did not change keep their object.
 
-    Tables rebuilt on every reconcile pass (the kernel's, the desired one) then keep the objects
-    of the real servers that did not change, and the new copies die young: at thousands of real
+    The desired table, rebuilt when health changes, then keeps the objects of the real servers
+    that did not change, and the new copies die young (the kernel's table keeps its objects in
+    the dump itself, ``ipvs/dumps.py``): at thousands of real
     servers, objects that live from one pass to the next and then die are what makes the garbage
     collector's full passes frequent and long (tens of ms, with probes waiting).
     """
     if previous is None or previous is new:
         return new
     return previous if previous == new else new
-
-
-def reuse_observed(previous: Observed, new: Observed) -> Observed:
-    """``new``, keeping ``previous``'s objects for what did not change (see ``same_or_new``)."""
-    return run_steps(reuse_observed_steps(previous, new))
-
-
-def reuse_observed_steps(previous: Observed, new: Observed) -> Steps[Observed]:
-    """``reuse_observed`` in steps (healthd.steps)."""
-    out: dict[VirtualServerKey, ObservedVirtualServer] = {}
-    for key, vs in new.items():
-        old = previous.get(key)
-        if old is None:
-            out[key] = vs
-            continue
-        old_rs = old.real_servers
-        real_servers: dict[RealServerKey, ObservedRealServer] = {}
-        for i, (k, v) in enumerate(vs.real_servers.items()):
-            if pause_after(i):
-                yield
-            real_servers[k] = same_or_new(old_rs.get(k), v)
-        out[key] = same_or_new(old, replace(vs, real_servers=real_servers))
-    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,6 @@ from healthd.model import (
     EditVirtualServer,
     Observed,
     Op,
-    reuse_observed_steps,
 )
 from healthd.plan import expected_after, plan_steps, plan_teardown
 from healthd.steps import Steps
@@ -48,7 +47,7 @@ LOGGED_OPS_PER_PASS = 100
 # adapters read an answer the kernel has ready without a trip through the loop, so a pass of
 # 1 000 adds would otherwise hold it for its whole length (seconds in the test VM).
 APPLY_SLICE_S = 0.005
-# The pure computations over whole tables (reuse_observed, plan) run in steps; the loop is given
+# The pure computation over whole tables (plan) runs in steps; the loop is given
 # back this often.  At 18 000 real servers they took 20-45 ms per pass in one go, and the probes
 # due meanwhile started late (1-2 % of all starts 25-100 ms late at 18 000 checks/s).
 COMPUTE_SLICE_S = 0.002
@@ -181,7 +180,11 @@ class Reconciler:
             message = f"reading the IPVS table failed: {exc or type(exc).__name__}"
             log.error("%s; retrying", message)
             return await self._finish(PassResult(False, time.monotonic() - started, error=message))
-        observed = await _sliced(reuse_observed_steps(self.observed, observed))
+        # The dump's own objects: both adapters return last dump's object for a real server whose
+        # message is unchanged (ipvs/dumps.py), so the snapshot keeps them from pass to pass.
+        # (Mapping them back onto last pass's equal objects, as once done, compared thousands of
+        # objects field by field on every pass: those healthd added or edited are its own
+        # copies, equal to the dump's but never the same object.)
         self.observed = observed
         ops = await _sliced(plan_steps(desired, observed))
         applied, failed, as_asked = await self._apply_all(ops)
@@ -192,8 +195,7 @@ class Reconciler:
         elif applied:
             with contextlib.suppress(IpvsError, TimeoutError, OSError):
                 async with asyncio.timeout(self._op_timeout_s):
-                    after = await self._port.dump(desired.keys())
-                    self.observed = await _sliced(reuse_observed_steps(observed, after))
+                    self.observed = await self._port.dump(desired.keys())
         ok = not failed
         return await self._finish(PassResult(ok, time.monotonic() - started, applied, failed))
 

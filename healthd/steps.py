@@ -1,7 +1,7 @@
 """Computations over whole tables, in steps: generators that yield (nothing) now and then.
 
-The pure core's functions that walk every real server (``plan``, ``reuse_observed``) are written
-as generators so that a caller on an event loop can run other tasks between steps: at 20 000
+The pure core's function that walks every real server (``plan``) is written
+as a generator so that a caller on an event loop can run other tasks between steps: at 20 000
 real servers one walk is 10-30 ms, and every probe due meanwhile would start that much late.
 A caller without a loop runs them to the end at once (``run_steps``).  Pure: no asyncio here.
 """
