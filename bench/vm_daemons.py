@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,54 @@ def detection(
     }
 
 
+KILL_FAMILIES = (
+    "healthd_reconcile_duration_seconds",
+    "healthd_event_loop_lag_seconds",
+    "healthd_check_schedule_delay_seconds",
+)
+
+
+def histograms(port: int = 9540) -> dict[str, dict[str, float]]:
+    """healthd's own histograms of interest (cumulative bucket counts, sum, count) from
+    /metrics: read before and after the kills, their difference is what the kills cost."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        for family in KILL_FAMILIES:
+            if not line.startswith(family + "_"):
+                continue
+            name, _, value = line.rpartition(" ")
+            le = re.search(r'le="([^"]+)"', name)
+            if "{" in name and not le:
+                continue  # labelled by something else (an operation): not these
+            part = le.group(1) if le else name[len(family) + 1 :]
+            out.setdefault(family, {})[part] = float(value)
+    return out
+
+
+def histogram_change(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """Per family: how many, the mean, and the share above 0.1 s and 1 s, over the kills."""
+    out: dict[str, Any] = {}
+    for family, now in after.items():
+        was = before.get(family, {})
+        count = now.get("count", 0) - was.get("count", 0)
+        total = now.get("sum", 0) - was.get("sum", 0)
+        change: dict[str, Any] = {"count": count, "mean_s": total / count if count else None}
+        bounds = {float(k): k for k in now if k not in ("count", "sum", "created", "+Inf")}
+        for bound in (0.1, 1.0):
+            if bound in bounds:
+                under = now[bounds[bound]] - was.get(bounds[bound], 0)
+                change[f"over_{bound:g}s"] = (count - under) / count if count else None
+        out[family] = change
+    return out
+
+
 def stamp(ts: str) -> float:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
@@ -338,9 +387,12 @@ def run_case(
             if not args.profile_kills:
                 time.sleep(20)
         if args.kills:
+            before = histograms() if daemon.events_path is not None else {}
             out["detection"] = detection(
                 watch, sink, n, args.kills, args.detect_limit, random.Random(n)
             )
+            if before:
+                out["during_kills"] = histogram_change(before, histograms())
             if daemon.events_path is not None and daemon.events_path.exists():
                 out["down_path"] = down_path(daemon.events_path, out["detection"]["victims"])
         out["main_rss_kb"] = sampler.finish()
