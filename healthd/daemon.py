@@ -69,6 +69,7 @@ class Daemon(Operations):
             interval_s=self.config.reconcile.interval_s,
             min_interval_s=self.config.reconcile.min_interval_s,
             on_pass=self._on_pass,
+            on_op=lambda op, error: self.host.kernel_op(op, error),  # host: kernel_op events
             dry_run=self.dry_run,
         )
         self.metrics = Metrics(
@@ -188,7 +189,7 @@ class Daemon(Operations):
         states = self.states()  # once per pass: O(real servers)
         self.metrics.refresh_states(states)  # metrics: overrides, drains, expiries since
         await asyncio.sleep(0)
-        # host: kernel_op events, READY=1 after the first good pass, STATUS= summary
+        # host: READY=1 after the first good pass, STATUS= summary
         self.host.on_pass(result, states, self.reconciler.ready.is_set())
         if result.ok:
             await asyncio.sleep(0)
@@ -267,7 +268,6 @@ class Daemon(Operations):
             await self.reconciler.finish()
             if self.config.reconcile.on_stop is OnStop.REMOVE:
                 result = await self.reconciler.teardown()
-                self.host.kernel_ops(result)  # host: kernel_op events
                 log.info(
                     "on_stop remove: %d operations, %d failed",
                     len(result.applied),

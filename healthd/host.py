@@ -5,8 +5,9 @@ fault:
 
 - ``on_outcome`` after every recorded probe result: ``state_change`` events (per check and per
   real server), ``notify`` commands of real servers and pools;
-- ``on_pass`` after every reconcile pass: ``kernel_op`` events, ``READY=1`` after the first
-  successful pass, a one-line ``STATUS=``;
+- ``kernel_op`` as the kernel answers each operation of a pass: a ``kernel_op`` event;
+- ``on_pass`` after every reconcile pass: ``READY=1`` after the first successful pass, a
+  one-line ``STATUS=``;
 - ``watchdog(progress)``: the task that feeds systemd's watchdog while probes complete;
 - ``reload_started``/``reload_finished`` around a reload, ``stopping``/``close`` at stop.
 """
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping
 from healthd import systemd
 from healthd.config.types import Config, RealServerConfig, VirtualServerConfig
 from healthd.events import EventLog
-from healthd.model import Health
+from healthd.model import Health, Op
 from healthd.notify import Notifier
 from healthd.policy import REAL_SERVER_STATES, UNKNOWN
 from healthd.reconciler import PassResult
@@ -103,16 +104,14 @@ class Host:
 
     # ---- reconcile -----------------------------------------------------------------------------
 
-    def kernel_ops(self, result: PassResult) -> None:
-        for op in result.applied:
-            self.events.kernel_op(op, ok=True, dry_run=self._dry_run)
-        for op, error in result.failed:
-            self.events.kernel_op(op, ok=False, error=error, dry_run=self._dry_run)
+    def kernel_op(self, op: Op, error: str | None) -> None:
+        """One operation as the kernel answered it (``error`` None: applied), at once: the event's
+        time is the answer's, not the end of the pass."""
+        self.events.kernel_op(op, ok=error is None, error=error, dry_run=self._dry_run)
 
     def on_pass(
         self, result: PassResult, states: Mapping[tuple[str, str], str], ready: bool
     ) -> None:
-        self.kernel_ops(result)
         if ready and not self._ready_sent:
             self._ready_sent = True
             systemd.ready()

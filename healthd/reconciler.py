@@ -117,6 +117,7 @@ class Reconciler:
         min_interval_s: float = 0.05,
         op_timeout_s: float = 10.0,
         on_pass: Callable[[PassResult], Awaitable[None]] | None = None,
+        on_op: Callable[[Op, str | None], None] | None = None,
         dry_run: bool = False,
     ) -> None:
         self._port = port
@@ -125,6 +126,7 @@ class Reconciler:
         self._min_interval_s = min_interval_s
         self._op_timeout_s = op_timeout_s
         self._on_pass = on_pass
+        self._on_op = on_op  # each operation as the kernel answered it (error None: applied)
         self._verb = "dry-run: would" if dry_run else "kernel:"
         self._dirty = asyncio.Event()
         self._last_pass = float("-inf")
@@ -234,6 +236,8 @@ class Reconciler:
             except (IpvsError, TimeoutError, OSError) as exc:
                 reason = str(exc) or type(exc).__name__
                 failed.append((op, reason))
+                if self._on_op is not None:
+                    self._on_op(op, reason)
                 self.stats.op_errors[kind] = self.stats.op_errors.get(kind, 0) + 1
                 log.error(
                     "%s %s failed: %s (wanted because: %s); will retry",
@@ -244,6 +248,8 @@ class Reconciler:
                 )
                 continue
             applied.append(op)
+            if self._on_op is not None:
+                self._on_op(op, None)
             as_asked = as_asked and outcome == "applied"
             self.stats.ops_applied[kind] = self.stats.ops_applied.get(kind, 0) + 1
             suffix = {"already": " (already so)", "added": " (it had vanished: added)"}.get(

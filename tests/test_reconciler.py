@@ -182,6 +182,34 @@ async def test_a_failed_operation_is_logged_counted_and_retried(
     assert any("failed: ENOBUFS" in r.getMessage() for r in caplog.records)
 
 
+async def test_each_operation_is_handed_on_as_the_kernel_answers_it() -> None:
+    """``on_op`` (the event log's kernel_op) hears of each operation, applied or failed, before
+    the next one is sent: its time is the kernel's answer, not the end of the pass."""
+    fake = FakeIpvs()
+    port = FlakyPort(fake, AddRealServer, IpvsTransient("ENOBUFS (No buffer space available)"))
+    heard: list[tuple[str, str | None]] = []
+    heard_before_apply: list[int] = []
+    apply = port.apply
+
+    async def counting_apply(op: Op) -> None:
+        heard_before_apply.append(len(heard))
+        await apply(op)
+
+    port.apply = counting_apply  # type: ignore[method-assign]
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = Reconciler(
+        port=port,
+        desired=lambda: policy.desired(CONFIG, status),
+        on_op=lambda op, error: heard.append((str(op), error)),
+    )
+    result = await rec.reconcile_once()
+    answered = [*result.applied, *(op for op, _ in result.failed)]
+    assert sorted(text for text, _ in heard) == sorted(str(op) for op in answered)
+    assert heard_before_apply == [0, 1, 2]  # the previous one was heard before each request
+    assert [error for _, error in heard].count(None) == 2
+    assert any(error and "ENOBUFS" in error for _, error in heard)
+
+
 async def test_apply_idempotent_treats_exists_and_missing_as_done() -> None:
     fake = FakeIpvs()
     spec = VirtualServerSpec(VS, "rr")
