@@ -16,11 +16,13 @@
  * TCP_INFO tells whether the handshake is still in SYN_SENT, and the socket waits for EPOLLOUT.
  * Every socket is closed when its check ends (also when the engine is closed or the target
  * removed).  Scheduling follows scheduler.py: the next due time is the last planned one plus
- * the interval, jittered by +-jitter of it, never in the past.  A target whose check failed waits
- * in a heap of its own (``retry``), due one interval after that check began, and is started
- * before the targets of the main heap: when the engine falls behind (more checks due than the
- * CPU can start on time) the healthy targets' checks slip, but the retry that confirms a
- * failure (fall) does not queue behind them; a probe due within EARLY_S (and
+ * the interval, jittered by +-jitter of it, never in the past.  A target whose state is in
+ * question (its last check failed, or fewer than ``rise`` checks succeeded since its last
+ * failure) waits in a heap of its own (``retry``), due one interval after its last check began,
+ * and is started before the targets of the main heap: when the engine falls behind (more checks
+ * due than the CPU can start on time) the settled targets' checks slip, but the checks that
+ * confirm a failure (fall) or a recovery (rise) do not queue behind them; a probe due within
+ * EARLY_S (and
  * at most EARLY_FRACTION of its interval) starts with a wake-up that is already happening; one
  * run() starts at most MAX_STARTS probes, spends at most MAX_RUN_S starting them and returns at
  * most its budget of results, then lets the loop run other callbacks (what is left keeps the
@@ -73,7 +75,9 @@ typedef struct {
     int live;         /* 0: a free slot */
     int hpos;         /* position in its heap, -1 when in none */
     uint32_t gen;     /* bumped at every connect: tells stale epoll events apart */
-    int retry;        /* its last check failed: it waits in the retry heap, not the due heap */
+    int retry;        /* in question: it waits in the retry heap, not the due heap */
+    int rise;         /* successes in a row that settle it again after a failure */
+    int oks;          /* successes since its last failure, at most rise */
     int quiet;        /* successes are counted here (drain()), not reported one by one */
     uint32_t qn;      /* successes counted since the last drain */
     double qsum;      /* their durations, summed */
@@ -234,15 +238,20 @@ static int finish(Engine *e, int slot, int code, double end, PyObject *results) 
     target_t *t = &e->targets[slot];
     double duration = code == TIMEOUT_CODE ? t->timeout : end - t->start;
     if (duration < 0) duration = 0;
-    /* a failure's retry is planned from when the failed check began: behind schedule, the
-     * planned time has slipped with the backlog, and the retry is not to slip further */
-    double from = code != 0 ? t->start : t->due;
+    if (code != 0)
+        t->oks = 0;
+    else if (t->oks < t->rise)
+        t->oks++;
+    int in_question = code != 0 || t->oks < t->rise;
+    /* the next check of a target in question is planned from when this one began: behind
+     * schedule, the planned time has slipped with the backlog, and it is not to slip further */
+    double from = in_question ? t->start : t->due;
     double due = from + t->interval * (1.0 + uniform(e, -e->jitter, e->jitter));
     if (due < end) due = end; /* fell behind: do not burst */
     t->due = due;
     t->when = due;
     t->state = IDLE;
-    t->retry = code != 0;
+    t->retry = in_question;
     heap_push(e, t->retry ? &e->retry : &e->due, slot);
     e->finished++;
     if (t->quiet && code == 0) { /* nothing new: counted, reported by drain() */
@@ -460,7 +469,9 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
     const char *address;
     int port;
     double interval, timeout, due;
-    if (!PyArg_ParseTuple(args, "siddd", &address, &port, &interval, &timeout, &due)) return NULL;
+    int rise = 1;
+    if (!PyArg_ParseTuple(args, "siddd|i", &address, &port, &interval, &timeout, &due, &rise))
+        return NULL;
     if (check_open(self) < 0) return NULL;
     if (port < 0 || port > 65535 || !(interval > 0) || !(timeout > 0)) {
         PyErr_SetString(PyExc_ValueError, "port, interval or timeout out of range");
@@ -512,6 +523,8 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
                           sizeof(uint32_t) * (size_t)self->ndb);
     t.interval = interval;
     t.timeout = timeout;
+    t.rise = rise < 1 ? 1 : rise;
+    t.oks = t.rise; /* settled until a check fails */
     t.due = t.when = due;
     t.fd = -1;
     t.state = IDLE;

@@ -14,7 +14,13 @@ class Engine:
         delay_bounds: tuple[float, ...] = ...,
     ) -> None: ...
     def add(
-        self, address: str, port: int, interval_s: float, timeout_s: float, due: float
+        self,
+        address: str,
+        port: int,
+        interval_s: float,
+        timeout_s: float,
+        due: float,
+        rise: int = ...,
     ) -> int: ...
     def remove(self, handle: int) -> None: ...
     def run(self, budget: int = ...) -> list[tuple[int, int, float, float]]: ...

@@ -118,7 +118,7 @@ EARLY_FRACTION = 0.05
 class _Slot:
     """One probe's schedule: when it is due next, and its task while one runs."""
 
-    __slots__ = ("due", "fast", "handle", "key", "live", "quiet", "retry", "started", "task")
+    __slots__ = ("due", "fast", "handle", "key", "live", "oks", "quiet", "retry", "started", "task")
 
     def __init__(self, key: ProbeKey, due: float, fast: bool) -> None:
         self.key = key
@@ -129,7 +129,8 @@ class _Slot:
         self.handle: int | None = None  # its handle in the C engine, which then runs it
         self.quiet = False  # the engine counts its successes (Quiet)
         self.started = due  # when its latest run began (the loop's clock)
-        self.retry = False  # its latest result was a failure: it waits in the retry heap
+        self.retry = False  # in question: it waits in the retry heap (see _retry)
+        self.oks = key.timing.rise  # successes since its last failure, at most rise
 
 
 class Scheduler:
@@ -166,9 +167,10 @@ class Scheduler:
         # float and an int are dropped by the garbage collector's first look at them, while
         # (due, number, slot) would age through every generation, one per probe per interval.
         self._heap: list[tuple[float, int]] = []
-        # Probes whose latest result was a failure wait here, due one interval after the failed
-        # run began, and start before the main heap's: behind schedule, the retry that confirms
-        # a failure (fall) does not queue behind the healthy probes' backlog.
+        # Probes in question (the latest result a failure, or fewer than rise successes since
+        # the last failure) wait here, due one interval after their last run began, and start
+        # before the main heap's: behind schedule, the runs that confirm a failure (fall) or a
+        # recovery (rise) do not queue behind the settled probes' backlog.
         self._retry: list[tuple[float, int]] = []
         self._queued: dict[int, _Slot] = {}
         self._order = itertools.count()
@@ -281,8 +283,9 @@ class Scheduler:
         key, spec = slot.key, slot.key.spec
         assert self._native is not None and isinstance(spec, TcpCheck)
         try:
+            timing = key.timing
             slot.handle = self._native.add(
-                slot, spec, key.target, key.timing.interval_s, key.timing.timeout_s, slot.due
+                slot, spec, key.target, timing.interval_s, timing.timeout_s, slot.due, timing.rise
             )
         except ValueError:  # an address the engine does not take: run it here
             return False
@@ -355,7 +358,7 @@ class Scheduler:
             for started in range(MAX_STARTS_PER_WAKE):
                 if self._held:
                     break
-                if due_now(retry):  # a failure's retry first, then the main heap
+                if due_now(retry):  # probes in question first, then the main heap
                     heap = retry
                 elif due_now(main):
                     heap = main
@@ -533,8 +536,10 @@ class Scheduler:
             return
         interval = slot.key.timing.interval_s
         jitter = self._jitter
-        # a failure's retry is planned from when the failed run began (see _retry)
-        slot.retry = not result.ok
+        # in question: planned from when this run began (see _retry)
+        rise = slot.key.timing.rise
+        slot.oks = min(slot.oks + 1, rise) if result.ok else 0
+        slot.retry = slot.oks < rise
         since = slot.started if slot.retry else slot.due
         due = since + interval * (1 + self._rng.uniform(-jitter, jitter))
         now = loop.time()

@@ -160,6 +160,48 @@ async def test_a_failed_probes_retry_goes_before_a_backlog_of_healthy_probes() -
     assert started[1] - started[0] >= 0.29  # one interval after the failed run, not sooner
 
 
+async def test_until_rise_successes_after_a_failure_a_probe_stays_ahead_of_the_backlog() -> None:
+    """rise 2: after the failure and the first success, the second success is still started on
+    its interval, before healthy probes that were due earlier."""
+    order: list[int] = []
+    calls = 0
+
+    async def probe(spec: CheckSpec, target: Target) -> ProbeResult:
+        nonlocal calls
+        order.append(target.port)
+        if target.port == 1:
+            calls += 1
+            if calls == 1:
+                return ProbeResult(False, Reason.REFUSED, "refused", 0.0)
+        return ok(spec, target)
+
+    flapping = key(1, interval_s=0.3, timeout_s=0.1)  # rise 2; runs at ~0.006, 0.306, 0.756
+    early = [key(p, interval_s=10.0, timeout_s=0.1) for p in range(100, 150)]  # due at 0.2
+    late = [key(p, interval_s=27.5, timeout_s=0.1) for p in range(200, 250)]  # due at 0.55
+    s = Scheduler([flapping, *early, *late], lambda k, r: None, probe=probe, rng=FirstRunsAt(0.02))
+    t0 = time.monotonic()
+    task = asyncio.create_task(s.run())
+    try:
+        while not order:
+            await asyncio.sleep(0.001)
+        s.hold(True)
+        await asyncio.sleep(t0 + 0.45 - time.monotonic())
+        s.hold(False)
+        while len(order) < 52:
+            await asyncio.sleep(0.005)
+        s.hold(True)
+        await asyncio.sleep(t0 + 0.9 - time.monotonic())
+        s.hold(False)
+        while len(order) < 103:
+            await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert order[:2] == [1, 1] and order[52] == 1, order[50:55]
+    assert calls == 3
+
+
 async def test_cancelling_the_scheduler_leaves_no_task() -> None:
     async def slow(spec: CheckSpec, target: Target) -> ProbeResult:
         await asyncio.sleep(10)

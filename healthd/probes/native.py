@@ -124,12 +124,14 @@ class NativeTcp(Generic[T]):
         interval_s: float,
         timeout_s: float,
         due: float,
+        rise: int = 1,
     ) -> int:
         """Check ``target`` every ``interval_s`` from ``due`` (the loop's clock) on; returns the
-        handle for ``remove``.  ValueError: an address the engine cannot take (the caller runs
-        that check in Python)."""
+        handle for ``remove``.  After a failure, until ``rise`` checks in a row succeed, its
+        checks go ahead of any backlog (the engine's retry heap).  ValueError: an address the
+        engine cannot take (the caller runs that check in Python)."""
         port = target.port if spec.port is None else spec.port
-        handle = self._engine.add(target.address, port, interval_s, timeout_s, due)
+        handle = self._engine.add(target.address, port, interval_s, timeout_s, due, rise)
         self._entries[handle] = _Entry(token, spec, target, timeout_s)
         return handle
 

@@ -200,6 +200,39 @@ async def test_a_failed_checks_retry_goes_before_a_backlog_of_healthy_checks(
     assert 0.1 <= got[1][2] < 0.3
 
 
+async def test_after_a_failure_the_checks_until_rise_successes_also_go_before_a_backlog() -> None:
+    """A check in question (failed, then fewer than rise successes since) keeps its interval
+    when the engine is behind: here rise 2, so the recovery's second success comes before
+    healthy checks that were due earlier, once the first success brought it back."""
+    got: Got = []
+    tcp = engine(got)
+    loop = asyncio.get_running_loop()
+    with socket.socket() as flip, socket.create_server(("127.0.0.1", 0), backlog=512) as server:
+        flip.bind(("127.0.0.1", 0))  # refuses until it listens
+        flapping = Target("127.0.0.1", flip.getsockname()[1])
+        healthy = Target("127.0.0.1", server.getsockname()[1])
+        t0 = loop.time()
+        tcp.add("flip", TcpCheck(), flapping, 0.3, 0.2, t0, 2)
+        for i in range(50):
+            tcp.add(f"a{i}", TcpCheck(), healthy, 10.0, 0.2, t0 + 0.2)  # before the retry
+            tcp.add(f"b{i}", TcpCheck(), healthy, 10.0, 0.2, t0 + 0.55)  # before the 3rd check
+        await wait_for(lambda: len(got) == 1)
+        flip.listen(16)  # back: the next checks succeed
+        tcp.hold(True)
+        await asyncio.sleep(t0 + 0.45 - loop.time())
+        tcp.hold(False)  # the retry (due 0.3) before the a's (due 0.2)
+        await wait_for(lambda: len(got) == 52)
+        tcp.hold(True)
+        await asyncio.sleep(t0 + 0.9 - loop.time())
+        tcp.hold(False)  # flip's 3rd check (due ~0.75, in question) before the b's (due 0.55)
+        await wait_for(lambda: len(got) == 103)
+        tcp.close()
+    order = [name for name, _, _ in got]
+    assert order[0] == order[1] == "flip" and order[52] == "flip", order[50:55]
+    flips = [result for name, result, _ in got if name == "flip"]
+    assert [r.ok for r in flips] == [False, True, True]
+
+
 async def test_a_held_engine_starts_nothing_until_released(refused_port: int) -> None:
     got: Got = []
     tcp = engine(got)
