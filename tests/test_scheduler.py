@@ -125,6 +125,26 @@ class FirstRunsAt(random.Random):
         return a + (b - a) * self.fraction
 
 
+async def run_behind(s: Scheduler, seen: list[int], holds: list[tuple[float, int]]) -> None:
+    """Run ``s``; after its first run, hold it (nothing starts: it falls behind) until each
+    ``(until_s, then_seen)``'s time from the start, then let it run until ``seen`` has that many."""
+    t0 = time.monotonic()
+    task = asyncio.create_task(s.run())
+    try:
+        while not seen:
+            await asyncio.sleep(0.001)
+        for until_s, then_seen in holds:
+            s.hold(True)
+            await asyncio.sleep(t0 + until_s - time.monotonic())
+            s.hold(False)
+            while len(seen) < then_seen:
+                await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_a_failed_probes_retry_goes_before_a_backlog_of_healthy_probes() -> None:
     """Behind schedule (here: held), the retry of a probe that failed, due one interval after
     the failed run began, starts before the healthy probes that were due earlier."""
@@ -141,20 +161,7 @@ async def test_a_failed_probes_retry_goes_before_a_backlog_of_healthy_probes() -
     failing = key(1, interval_s=0.3, timeout_s=0.1)  # first run at 0.006 s, retry at ~0.306 s
     healthy = [key(p, interval_s=10.0, timeout_s=0.1) for p in range(100, 200)]  # at 0.2 s
     s = Scheduler([failing, *healthy], lambda k, r: None, probe=probe, rng=FirstRunsAt(0.02))
-    t0 = time.monotonic()
-    task = asyncio.create_task(s.run())
-    try:
-        while not order:
-            await asyncio.sleep(0.001)
-        s.hold(True)  # falls behind: nothing starts until 0.45 s
-        await asyncio.sleep(t0 + 0.45 - time.monotonic())
-        s.hold(False)
-        while len(order) < 102:
-            await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await run_behind(s, order, [(0.45, 102)])  # nothing starts from the first run to 0.45 s
     assert order[:2] == [1, 1], order[:5]
     assert sorted(order[2:102]) == list(range(100, 200))
     assert started[1] - started[0] >= 0.29  # one interval after the failed run, not sooner
@@ -179,25 +186,7 @@ async def test_until_rise_successes_after_a_failure_a_probe_stays_ahead_of_the_b
     early = [key(p, interval_s=10.0, timeout_s=0.1) for p in range(100, 150)]  # due at 0.2
     late = [key(p, interval_s=27.5, timeout_s=0.1) for p in range(200, 250)]  # due at 0.55
     s = Scheduler([flapping, *early, *late], lambda k, r: None, probe=probe, rng=FirstRunsAt(0.02))
-    t0 = time.monotonic()
-    task = asyncio.create_task(s.run())
-    try:
-        while not order:
-            await asyncio.sleep(0.001)
-        s.hold(True)
-        await asyncio.sleep(t0 + 0.45 - time.monotonic())
-        s.hold(False)
-        while len(order) < 52:
-            await asyncio.sleep(0.005)
-        s.hold(True)
-        await asyncio.sleep(t0 + 0.9 - time.monotonic())
-        s.hold(False)
-        while len(order) < 103:
-            await asyncio.sleep(0.005)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await run_behind(s, order, [(0.45, 52), (0.9, 103)])
     assert order[:2] == [1, 1] and order[52] == 1, order[50:55]
     assert calls == 3
 
