@@ -751,7 +751,8 @@ static Py_ssize_t Engine_len(Engine *self) { return self->live_count; }
 
 static PyMethodDef Engine_methods[] = {
     {"add", (PyCFunction)Engine_add, METH_VARARGS,
-     "add(address, port, interval_s, timeout_s, due) -> handle: check address:port from due on"},
+     "add(address, port, interval_s, timeout_s, due, rise=1) -> handle: check address:port from "
+     "due on (after a failure, until rise successes, ahead of any backlog)"},
     {"remove", (PyCFunction)Engine_remove, METH_O,
      "remove(handle): stop checking it (a connect in progress is closed, with no result)"},
     {"run", (PyCFunction)Engine_run, METH_VARARGS,
