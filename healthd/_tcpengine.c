@@ -107,7 +107,7 @@ typedef struct {
     int *free_slots;
     int nfree;
     heap_t due;      /* IDLE targets */
-    heap_t retry;    /* IDLE targets whose last check failed: started first when due */
+    heap_t retry;    /* IDLE targets in question (see retry above): started first when due */
     heap_t deadline; /* CONNECTING targets */
     int in_flight;
     int max_in_flight;
