@@ -69,7 +69,8 @@ class Daemon(Operations):
             interval_s=self.config.reconcile.interval_s,
             min_interval_s=self.config.reconcile.min_interval_s,
             on_pass=self._on_pass,
-            on_op=lambda op, error: self.host.kernel_op(op, error),  # host: kernel_op events
+            # host: kernel_op events (a lambda: self.host is made below)
+            on_op=lambda op, error: self.host.kernel_op(op, error),
             dry_run=self.dry_run,
         )
         self.metrics = Metrics(

@@ -47,8 +47,8 @@ LOGGED_OPS_PER_PASS = 100
 # adapters read an answer the kernel has ready without a trip through the loop, so a pass of
 # 1 000 adds would otherwise hold it for its whole length (seconds in the test VM).
 APPLY_SLICE_S = 0.005
-# The pure computation over whole tables (plan) runs in steps; the loop is given
-# back this often.  At 18 000 real servers they took 20-45 ms per pass in one go, and the probes
+# The pure computation over whole tables (plan) runs in steps; the loop is given back this
+# often.  At 18 000 real servers the walks took 20-45 ms per pass in one go, and the probes
 # due meanwhile started late (1-2 % of all starts 25-100 ms late at 18 000 checks/s).
 COMPUTE_SLICE_S = 0.002
 

@@ -112,7 +112,7 @@ class Runtime:
             active,
             retiring,
             previous=self.last_desired,
-            basis=self._desired_basis if same else None,
+            basis=self._desired_basis,  # used only if made from this very config
         )
         self._desired_basis = policy.Basis(self.config, dict(status), active)
         self._desired_for, self._desired_inputs = (self.config, self.book), inputs

@@ -3,7 +3,7 @@
 The pure core's function that walks every real server (``plan``) is written
 as a generator so that a caller on an event loop can run other tasks between steps: at 20 000
 real servers one walk is 10-30 ms, and every probe due meanwhile would start that much late.
-A caller without a loop runs them to the end at once (``run_steps``).  Pure: no asyncio here.
+A caller without a loop runs it to the end at once (``run_steps``).  Pure: no asyncio here.
 """
 
 from __future__ import annotations

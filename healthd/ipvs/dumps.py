@@ -4,7 +4,9 @@
 further), asks for each one's real servers and decodes the answers with ``genl_codec``.  It
 remembers the last dump's real servers by the hash of their message body (without the netlink
 header, whose sequence number changes): an idle real server (same weight, same counters) is not
-decoded again, and the event loop is yielded to between slices of messages, so neither a large
+decoded again but answered with last dump's very object (the reconciler's snapshot relies on
+it: an unchanged real server is the same object from pass to pass), and the event loop is
+yielded to between slices of messages, so neither a large
 first dump nor the look-ups of a later one hold up the probes.  The hash (Python's 64-bit
 SipHash, keyed at random per process) rather than the body itself: the bodies were ~270 bytes
 per real server kept between passes, and a second copy of each made during every pass (~5 MB at
