@@ -50,6 +50,15 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all CPUs spent on anything but idle and iowait (/proc/stat): the kernel's work
+    done in interrupt context for whichever process was running is in it, wherever it landed."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process (all its threads), in seconds; 0 when it is gone."""
     try:

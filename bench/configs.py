@@ -38,8 +38,10 @@ def healthd_config(
     netlink: str = "raw",
     check_duration: str | None = None,
     events_file: Path | None = None,
+    tcp_close: str | None = None,  # None: healthd's default (graceful)
 ) -> Path:
-    check_line = "{type: tcp}" if check == "tcp" else "{type: http, path: /}"
+    close = f", close: {tcp_close}" if tcp_close else ""
+    check_line = f"{{type: tcp{close}}}" if check == "tcp" else "{type: http, path: /}"
     probes = f"  max_concurrent: {max_concurrent}\n"
     if workers is not None:
         probes += f"  workers: {workers}\n"

@@ -43,6 +43,7 @@ from common import (
     conditions,
     cpu_seconds,
     log,
+    machine_busy_seconds,
     percentile,
     raise_fd_limit,
     status_kb,
@@ -191,6 +192,7 @@ async def measure(
         profiler.enable()
     pids = [os.getpid(), *(p for p in children_of(os.getpid()) if p != sink_pid)]
     cpu0 = [cpu_seconds(p) for p in pids]
+    sink0, machine0 = cpu_seconds(sink_pid), machine_busy_seconds()
     scraper = None
     if scrape_every_s:  # not in pids: its CPU is not the daemon's
         scraper = await asyncio.create_subprocess_exec(
@@ -207,6 +209,7 @@ async def measure(
     done1, t1 = daemon.scheduler.completed, time.monotonic()
     window = list(delays)
     per_process = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
+    sink_cpu, machine_cpu = cpu_seconds(sink_pid) - sink0, machine_busy_seconds() - machine0
     scrapes: dict[str, Any] = {}
     if scraper is not None:
         out, _ = await scraper.communicate()
@@ -230,6 +233,10 @@ async def measure(
         "cpu_pct": 100.0 * cpu / wall,
         "cpu_pct_per_process": [round(100.0 * c / wall, 1) for c in per_process],
         "cpu_us_per_check": 1e6 * cpu / checks if checks else None,
+        # the backends' share (loopback: part of a connection's teardown runs in whichever
+        # process's context sends the packet that causes it) and the whole machine's
+        "sink_cpu_us_per_check": 1e6 * sink_cpu / checks if checks else None,
+        "machine_cpu_us_per_check": 1e6 * machine_cpu / checks if checks else None,
         "delay_p50_ms": 1000 * percentile(window, 50),
         "delay_p99_ms": 1000 * percentile(window, 99),
         "delay_max_ms": 1000 * max(window, default=0.0),
@@ -257,6 +264,7 @@ def run_one(args: argparse.Namespace, n: int, sink_bin: Path, work: Path) -> dic
         max_concurrent=args.max_concurrent,
         metrics_port=METRICS_PORT,
         workers=args.workers,
+        tcp_close=args.tcp_close,
     )
     sink = Sink(sink_bin, "127.0.0.1", BASE_PORT, n, args.check, work)
     try:
@@ -298,6 +306,11 @@ def main() -> int:
     parser.add_argument("--cpu", type=int, default=1, help="the CPU healthd is pinned to")
     parser.add_argument("--sink-cpu", type=int, default=0)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument(
+        "--tcp-close",
+        choices=["reset", "graceful"],
+        help="TCP check close (default: graceful)",
+    )
     parser.add_argument("--stop-when-missed", action="store_true")
     parser.add_argument(
         "--scrape-every", type=float, help="seconds: read /metrics this often during the window"
@@ -331,7 +344,8 @@ def main() -> int:
                 write_json(args.json, out)
             log(
                 "  {checks_per_s:.0f} checks/s (scheduled {scheduled_per_s:.0f}), "
-                "CPU {cpu_pct:.0f}%, {cpu_us_per_check:.1f} us/check, delay p50 "
+                "CPU {cpu_pct:.0f}%, {cpu_us_per_check:.1f} us/check (backends "
+                "{sink_cpu_us_per_check:.1f}, machine {machine_cpu_us_per_check:.1f}), delay p50 "
                 "{delay_p50_ms:.2f} ms p99 {delay_p99_ms:.2f} ms, up {up}, per process "
                 "{cpu_pct_per_process}".format(**result)
                 + (

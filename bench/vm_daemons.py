@@ -102,6 +102,7 @@ class Daemon:
                 workers=self.workers(kind, workers, args),
                 netlink="raw" if kind == "healthd" else "pyroute2",
                 events_file=self.events_path,
+                tcp_close=args.tcp_close,
             )
             argv = [args.python, "-m", "healthd", "run", "-c", str(conf)]
         self.started = time.monotonic()
@@ -449,6 +450,11 @@ def main() -> int:
         help="with --profile: the main process only, over the first 30 s of the kills (what a "
         "verdict costs on its way to the kernel; py-spy's CPU slows that detection)",
     )  # fmt: skip
+    parser.add_argument(
+        "--tcp-close",
+        choices=["reset", "graceful"],
+        help="TCP check close (default: graceful)",
+    )
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     if os.environ.get("HEALTHD_VM") != "1":

@@ -78,9 +78,15 @@ class CheckTiming:
     initial: Health = Health.UNKNOWN  # unknown: the first result decides; up/down: start there
 
 
+TCP_CLOSES = frozenset({"reset", "graceful"})
+
+
 @dataclass(frozen=True, slots=True)
 class TcpCheck:
     port: int | None = None  # probe this port instead of the real server's
+    # "graceful": close the connection with a FIN once it is up (the real server sees an orderly
+    # close); "reset": with an RST (no TIME_WAIT on the director, as keepalived's TCP_CHECK does)
+    close: str = "graceful"
 
     kind = "tcp"
 

@@ -15,6 +15,21 @@ def tcp_key(port: int, interval_s: float = 0.1) -> ProbeKey:
     return ProbeKey(TcpCheck(), Target("127.0.0.1", port), CheckTiming(interval_s, interval_s / 2))
 
 
+def close_seen_by(server: socket.socket) -> str:
+    """Accept the next connection queued on ``server`` and say how its client closed it, as the
+    real server sees it: "reset" (an RST: the read fails), "graceful" (a FIN: the read ends)."""
+    server.settimeout(5.0)
+    conn = server.accept()[0]
+    with conn:
+        conn.settimeout(5.0)
+        try:
+            data = conn.recv(1)
+        except ConnectionResetError:
+            return "reset"
+    assert data == b"", data
+    return "graceful"
+
+
 async def until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():

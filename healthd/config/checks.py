@@ -8,14 +8,14 @@ from typing import Any
 
 from yaml.nodes import MappingNode, SequenceNode
 
-from healthd.checkspec import CheckSpec, CheckTiming, HttpCheck, ScriptCheck, TcpCheck
+from healthd.checkspec import TCP_CLOSES, CheckSpec, CheckTiming, HttpCheck, ScriptCheck, TcpCheck
 from healthd.config.source import Cursor
 from healthd.model import Health
 
 TIMING_KEYS = frozenset({"interval", "timeout", "rise", "fall", "initial_state"})
 _CHECK_COMMON = TIMING_KEYS | {"type", "name"}
 _CHECK_KEYS = {
-    "tcp": _CHECK_COMMON | {"port"},
+    "tcp": _CHECK_COMMON | {"port", "close"},
     "http": _CHECK_COMMON
     | {
         "path",
@@ -106,12 +106,21 @@ def _check(cur: Cursor) -> ParsedCheck | None:
     timing = timing_fields({k: v for k, v in fields.items() if k in TIMING_KEYS})
     spec: CheckSpec | None
     if kind == "tcp":
-        spec = TcpCheck(port=fields["port"].port() if "port" in fields else None)
+        spec = _tcp(fields)
     elif kind == "http":
         spec = _http(fields)
     else:
         spec = _script(cur, fields)
     return None if spec is None else ParsedCheck(name, spec, timing, cur)
+
+
+def _tcp(f: Layer) -> TcpCheck:
+    spec = TcpCheck(port=f["port"].port() if "port" in f else None)
+    if "close" in f:
+        close = f["close"].choice(TCP_CLOSES, "close mode")
+        if close is not None:
+            spec = replace(spec, close=close)
+    return spec
 
 
 def _http(f: Layer) -> HttpCheck | None:

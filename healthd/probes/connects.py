@@ -29,7 +29,7 @@ from typing import Generic, TypeVar
 from healthd.checkspec import ProbeResult, Reason
 from healthd.probes import timeout_result
 from healthd.probes.result import complete
-from healthd.probes.tcp import PendingConnect, tcp_result
+from healthd.probes.tcp import PendingConnect, close_socket, tcp_result
 
 T = TypeVar("T")
 DoneFn = Callable[[T, ProbeResult | None], None]  # (token, result; None when cancelled)
@@ -158,5 +158,6 @@ class ConnectWaiter(Generic[T]):
         # child between fork and exec (a check script starting) does for a moment, and its entry
         # would then answer for the next socket with this number.
         self._epoll.unregister(fd)
-        sock.close()
+        # cancelled (None): it may have come up meanwhile; a timeout: still in SYN_SENT
+        close_socket(sock, waiting.pending.spec, result is None or result.ok)
         self._done(waiting.token, result)

@@ -128,10 +128,12 @@ class NativeTcp(Generic[T]):
     ) -> int:
         """Check ``target`` every ``interval_s`` from ``due`` (the loop's clock) on; returns the
         handle for ``remove``.  After a failure, until ``rise`` checks in a row succeed, its
-        checks go ahead of any backlog (the engine's retry heap).  ValueError: an address the
-        engine cannot take (the caller runs that check in Python)."""
+        checks go ahead of any backlog (the engine's retry heap).  A connected socket is closed
+        as ``spec.close`` says.  ValueError: an address the engine cannot take (the caller runs
+        that check in Python)."""
         port = target.port if spec.port is None else spec.port
-        handle = self._engine.add(target.address, port, interval_s, timeout_s, due, rise)
+        reset = spec.close == "reset"
+        handle = self._engine.add(target.address, port, interval_s, timeout_s, due, rise, reset)
         self._entries[handle] = _Entry(token, spec, target, timeout_s)
         return handle
 

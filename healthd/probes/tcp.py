@@ -1,6 +1,12 @@
 """TCP connect probe: connect, then close (the hot path: no transports, no protocols, no futures
 unless the connection is still being set up).
 
+A connection that came up is closed as the check's ``close`` says: ``graceful`` (the default)
+with a FIN, so the real server sees an orderly close; ``reset`` aborts it with an RST
+(``SO_LINGER`` 0), as keepalived's TCP_CHECK does: the director keeps no socket in TIME_WAIT for
+a minute after every check.  The reset costs the checker more CPU, not less: the kernel tears the
+real server's side down in the context of the process that sent the RST (docs/benchmarks.md).
+
 ``tcp_start`` is synchronous: it opens a non-blocking socket and starts the connect.  When the
 handshake is already over (a local or very near backend, or an immediate RST), it returns the
 result at once; this costs a handful of syscalls and no event-loop round trip.  Otherwise it
@@ -13,9 +19,11 @@ also when ``tcp_wait`` is cancelled (the caller's timeout) or never awaited (``c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
+import struct
 import time
 
 from healthd.checkspec import ProbeResult, Reason, Target, TcpCheck
@@ -27,6 +35,15 @@ _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 # TCP states from the first byte of TCP_INFO (linux/tcp_states.h).
 _SYN_SENT = 2
 _CLOSE = 7
+_ABORT = struct.pack("ii", 1, 0)  # struct linger: on, 0 s: close() sends an RST
+
+
+def close_socket(sock: socket.socket, spec: TcpCheck, connected: bool) -> None:
+    """Close a check's socket; ``connected``: its handshake completed (``spec.close`` applies)."""
+    if connected and spec.close == "reset":
+        with contextlib.suppress(OSError):  # it takes no options: close it plainly
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
+    sock.close()
 
 
 class PendingConnect:
@@ -41,7 +58,7 @@ class PendingConnect:
         self.start = start
 
     def close(self) -> None:
-        self.sock.close()
+        close_socket(self.sock, self.spec, True)  # it may have come up meanwhile
 
 
 def _failed(spec: TcpCheck, target: Target, start: float, exc: OSError) -> ProbeResult:
@@ -70,6 +87,7 @@ def tcp_start(spec: TcpCheck, target: Target) -> ProbeResult | PendingConnect:
     if not _NONBLOCK:  # pragma: no cover - not Linux
         sock.setblocking(False)
     pending = False
+    code = -1
     try:
         code = sock.connect_ex((address, port))
         if code == errno.EINPROGRESS:
@@ -84,7 +102,7 @@ def tcp_start(spec: TcpCheck, target: Target) -> ProbeResult | PendingConnect:
         return _failed(spec, target, start, exc)
     finally:
         if not pending:
-            sock.close()
+            close_socket(sock, spec, code == 0)
     if code == 0:
         return complete(spec, target, start, Reason.OK, "connected")
     return _errno_result(spec, target, start, code)
@@ -93,6 +111,7 @@ def tcp_start(spec: TcpCheck, target: Target) -> ProbeResult | PendingConnect:
 async def tcp_wait(pending: PendingConnect) -> ProbeResult:
     """Wait until the connect of ``pending`` succeeds or fails; always closes its socket."""
     sock, spec, target, start = pending.sock, pending.spec, pending.target, pending.start
+    connected = True  # until known otherwise (cancelled: it may have come up meanwhile)
     try:
         loop = asyncio.get_running_loop()
         writable = loop.create_future()
@@ -102,11 +121,14 @@ async def tcp_wait(pending: PendingConnect) -> ProbeResult:
             await writable
         finally:
             loop.remove_writer(fd)
-        return tcp_result(pending)
+        result = tcp_result(pending)
+        connected = result.ok
+        return result
     except OSError as exc:
+        connected = False
         return _failed(spec, target, start, exc)
     finally:
-        sock.close()
+        close_socket(sock, spec, connected)
 
 
 def tcp_result(pending: PendingConnect) -> ProbeResult:

@@ -157,6 +157,14 @@ def test_inheritance_defaults_then_virtual_server_then_real_server() -> None:
     assert c.checks[0].timing == CheckTiming(interval_s=5.0, timeout_s=2.0, rise=4, fall=5)
 
 
+def test_tcp_close_is_graceful_unless_reset_is_asked_for() -> None:
+    (default,) = parse(VALID).virtual_servers[0].real_servers[0].checks
+    assert default.spec == TcpCheck(close="graceful")
+    text = VALID.replace("[{type: tcp}]", "[{type: tcp, close: reset}]")
+    (reset,) = parse(text).virtual_servers[0].real_servers[0].checks
+    assert reset.spec == TcpCheck(close="reset")
+
+
 @pytest.mark.parametrize("granularity", ["per_real_server", "per_virtual_server", "off"])
 def test_check_duration_granularity(granularity: str) -> None:
     config = parse(f"metrics: {{check_duration: {granularity}}}\n" + VALID)
@@ -751,6 +759,12 @@ virtual_servers:
         "virtual_servers[web].checks[0].expect_body",
         ["invalid regular expression"],
         id="expect-body-bad-regex",
+    ),
+    pytest.param(
+        VALID.replace("[{type: tcp}]", "[{type: tcp, close: fin}] #!"),
+        "virtual_servers[web].checks[0].close",
+        ["unknown close mode 'fin'", "graceful, reset"],
+        id="tcp-close-unknown",
     ),
     pytest.param(
         VALID.replace("[{type: tcp}]", "[{type: http, path: healthz}] #!"),

@@ -10,7 +10,8 @@ import os
 import socket
 import time
 
-from probing import full_listener, until
+import pytest
+from probing import close_seen_by, full_listener, until
 
 from healthd.checkspec import ProbeResult, Reason, Target, TcpCheck
 from healthd.probes.connects import ConnectWaiter
@@ -86,6 +87,26 @@ async def test_a_connect_that_completes_later_is_ok() -> None:
     result = got[0][1]
     assert result is not None and result.ok
     assert result.detail == f"TCP connect 127.0.0.1:{port}: connected"
+    waiter.close()
+    for sock in (server, *fillers):
+        sock.close()
+
+
+@pytest.mark.parametrize("close", ["reset", "graceful"])
+async def test_a_connect_that_completes_later_is_closed_as_the_check_asks(close: str) -> None:
+    server, fillers = full_listener(2)
+    port = server.getsockname()[1]
+    await asyncio.sleep(0.05)
+    got: Got = []
+    waiter = recorder(got)
+    pending = tcp_start(TcpCheck(close=close), Target("127.0.0.1", port))
+    assert isinstance(pending, PendingConnect), pending
+    waiter.wait("late", pending, 10.0)
+    for conn in (server.accept()[0], server.accept()[0]):  # room in the queue again
+        conn.close()
+    await until(lambda: bool(got))  # the SYN is sent again after 1 s
+    assert got[0][1] is not None and got[0][1].ok
+    assert close_seen_by(server) == close
     waiter.close()
     for sock in (server, *fillers):
         sock.close()

@@ -13,6 +13,7 @@ import socket
 import time
 
 import pytest
+from probing import close_seen_by, full_listener
 
 from healthd import _tcpengine
 from healthd.checkspec import ProbeResult, Reason, Target, TcpCheck
@@ -83,6 +84,42 @@ async def test_results_read_as_the_python_probe_says_them(
     assert by_name["open"].ok and by_name["open"].reason is Reason.OK
     assert by_name["refused"].reason is Reason.REFUSED
     assert 0.0 <= by_name["open"].duration_s < 0.2
+
+
+@pytest.mark.parametrize("close", ["reset", "graceful"])
+async def test_the_real_server_sees_the_close_the_check_asks_for(close: str) -> None:
+    """Both ways a connect ends in the engine: at once (a loopback listener with room), and
+    later (a full accept queue; the SYN sent again after ~1 s completes it)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        got: Got = []
+        tcp = engine(got)
+        target = Target("127.0.0.1", server.getsockname()[1])
+        tcp.add("now", TcpCheck(close=close), target, 10.0, 1.0, asyncio.get_running_loop().time())
+        try:
+            await wait_for(lambda: len(got) == 1)
+        finally:
+            tcp.close()
+        assert got[0][1].ok
+        assert close_seen_by(server) == close
+    server, fillers = full_listener(2)
+    try:
+        await asyncio.sleep(0.05)
+        got = []
+        tcp = engine(got)
+        target = Target("127.0.0.1", server.getsockname()[1])
+        tcp.add("late", TcpCheck(close=close), target, 10.0, 5.0, asyncio.get_running_loop().time())
+        try:
+            await wait_for(lambda: tcp.in_flight == 1)
+            for conn in (server.accept()[0], server.accept()[0]):  # room in the queue again
+                conn.close()
+            await wait_for(lambda: len(got) == 1)
+        finally:
+            tcp.close()
+        assert got[0][1].ok
+        assert close_seen_by(server) == close
+    finally:
+        for sock in (server, *fillers):
+            sock.close()
 
 
 async def test_a_check_port_overrides_the_real_servers_and_ipv6_works(

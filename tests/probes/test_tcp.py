@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from probing import close_seen_by
 
 from healthd.checkspec import Reason, Target, TcpCheck
 from healthd.probes import run_probe, timeout_result
@@ -36,6 +37,15 @@ async def test_accepted_is_ok(listener: socket.socket) -> None:
     assert result.detail == f"TCP connect 127.0.0.1:{target.port}: connected"
     assert 0 <= result.duration_s < 1
     assert result.http_status is None
+
+
+@pytest.mark.parametrize("close", ["reset", "graceful"])
+async def test_the_real_server_sees_the_close_the_check_asks_for(
+    listener: socket.socket, close: str
+) -> None:
+    target = Target("127.0.0.1", listener.getsockname()[1])
+    assert (await run_probe(TcpCheck(close=close), target)).ok
+    assert close_seen_by(listener) == close
 
 
 async def test_refused() -> None:
