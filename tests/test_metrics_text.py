@@ -1,10 +1,15 @@
-"""The hand-written text exposition says exactly what prometheus_client would say."""
+"""The hand-written text exposition says exactly what prometheus_client would say, written by
+the C extension (``healthd._exposition``) and by Python alike.
+
+The extension must have been built (``pip install -e .`` builds it): an ImportError fails these
+tests rather than skipping them."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -14,7 +19,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from healthd import _exposition
 from healthd.histogram import Histogram
+from healthd.metrics import text
 from healthd.metrics.text import Family, label_block, le_labels, present, render
 
 NAMES = ["virtual_server", "real_server"]
@@ -41,6 +48,16 @@ def parsed(text: str) -> list[tuple[str, str, list[tuple[str, dict[str, str], fl
         samples = [(s.name, s.labels, s.value) for s in family.samples]
         out.append((family.name, family.type, samples))
     return out
+
+
+@pytest.fixture(params=["c", "python"])
+def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Each test that takes it runs with the C extension writing the lines, then Python."""
+    if request.param == "python":
+        monkeypatch.setattr(text, "_exposition", None)
+    else:
+        assert text._exposition is _exposition
+    yield request.param
 
 
 def test_counter_and_gauge_lines_match_the_library_with_awkward_label_values() -> None:
@@ -108,7 +125,7 @@ def _column(name: str, kind: str, blocks: list[str], values: Sequence[float]) ->
     return family.data()
 
 
-def test_a_column_is_written_as_line_by_line_whatever_the_values() -> None:
+def test_a_column_is_written_as_line_by_line_whatever_the_values(writer: str) -> None:
     blocks = [label_block(NAMES, (AWKWARD[0], f"{AWKWARD[1]}{i}")) for i in range(len(VALUES))]
     for values in (VALUES, [1, 2, 3], [0.5, 2.0, 1e-7], [True, 1, 1.0], [2**63, 0.5]):
         ours = _column("healthd_g", "gauge", blocks[: len(values)], values)
@@ -120,7 +137,7 @@ def test_a_column_is_written_as_line_by_line_whatever_the_values() -> None:
     assert parsed(ours_text) == parsed(library_text([lib]))
 
 
-def test_groups_match_the_library_even_with_a_nul_in_a_label_value() -> None:
+def test_groups_match_the_library_even_with_a_nul_in_a_label_value(writer: str) -> None:
     blocks = [label_block(NAMES, ("web", "a\x00b")), label_block(NAMES, ("web", "c"))]
     for extra in ("state", "odd\x00"):
         pairs = [((extra, 1), ("down", 0)), ((extra, 0), ("down", 2))]
@@ -134,7 +151,7 @@ def test_groups_match_the_library_even_with_a_nul_in_a_label_value() -> None:
         assert parsed(render([ours])) == parsed(library_text([lib]))
 
 
-def test_histograms_match_the_library_and_line_by_line() -> None:
+def test_histograms_match_the_library_and_line_by_line(writer: str) -> None:
     bounds = (0.0005, 0.001, 2.5)
     les = le_labels(bounds)
     blocks = [label_block(NAMES, ("v", "r%d")), label_block(NAMES, ("v", 'x"'))]
@@ -154,7 +171,7 @@ def test_histograms_match_the_library_and_line_by_line() -> None:
         assert parsed(render([ours])) == parsed(library_text([lib]))
 
 
-def test_histograms_in_pieces_are_the_same_text() -> None:
+def test_histograms_in_pieces_are_the_same_text(writer: str) -> None:
     """A scrape writes a large family of histograms a few hundred at a time; joined, the pieces
     are the family, and only the first carries its head."""
     bounds = (0.001, 0.5)
@@ -184,11 +201,11 @@ def _scrape(family: Family, blocks: list[str], values: list[float]) -> bytes:
     return family.data()
 
 
-def test_kept_text_shows_every_change_of_value() -> None:
+def test_scrape_after_scrape_shows_every_change_of_value(writer: str) -> None:
     family = Family("healthd_k", "gauge", "h")
     blocks = [label_block(NAMES, ("v", str(i))) for i in range(3)]
     first = _scrape(family, blocks, [1, 2.5, 0.0])
-    assert _scrape(family, blocks, [1, 2.5, 0.0]) is first  # kept: the same text again
+    assert _scrape(family, blocks, [1, 2.5, 0.0]) == first
     # changes a cache keyed on equal values would miss: one value, an int that became a float,
     # a zero that became negative
     for values in (
@@ -205,7 +222,7 @@ def test_kept_text_shows_every_change_of_value() -> None:
     assert _scrape(family, renamed, [2**70, 2.5, 0.0]).count(b'virtual_server="w"') == 3
 
 
-def test_kept_groups_show_a_changed_count() -> None:
+def test_groups_show_a_changed_count(writer: str) -> None:
     family = Family("healthd_f", "counter", "f")
     blocks = [label_block(NAMES, ("v", "a")), label_block(NAMES, ("v", "b"))]
     zeros = (("refused", 0), ("timeout", 0))
@@ -217,14 +234,45 @@ def test_kept_groups_show_a_changed_count() -> None:
     assert 'healthd_f_total{virtual_server="v",real_server="a",reason="refused"} 0\n' in text
 
 
-def test_only_families_that_do_not_change_keep_their_text() -> None:
-    family = Family("healthd_t", "gauge", "t")
-    blocks = [label_block(NAMES, ("v", "r"))]
-    for wall in (1.5, 2.5, 3.5):  # a timestamp: new every scrape
-        _scrape(family, blocks, [wall])
-    assert family._kept == []  # nothing held between scrapes
-    _scrape(family, blocks, [3.5])
-    assert family._kept
+def test_the_extension_refuses_what_it_cannot_write_rather_than_guess() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        _exposition.column(b"x{", ["a", "b"], [1])
+    with pytest.raises(TypeError):
+        _exposition.column(b"x{", [b"a"], [1])  # a label block is str
+    with pytest.raises(TypeError):
+        _exposition.groups(b"x{", ["a"], "state", [(("up", 1, 2),)])
+    with pytest.raises(ValueError, match="differ"):
+        _exposition.histograms(b"x", (',le="1.0"',), ["a"], [Histogram((1.0, 2.0))])
+    with pytest.raises(TypeError):
+        _exposition.column(b"x{", ["a"], ["1"])  # a value is a number
+
+
+def test_the_same_bytes_from_c_and_python_over_many_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = [label_block(NAMES, ("v", f"r{i}")) for i in range(len(VALUES) * 7)]
+    values = [v * k for k in (1, -1, 3, 0.5, 2, 1, 1) for v in VALUES]
+    pairs = [(("up", i % 3), ("down", -i), ("big", 2**64 + i)) for i in range(len(blocks))]
+    bounds = (0.001, 0.5, 1.0)
+    hists = [Histogram(bounds, [i, 2**40, 0], 2**40 + i + 3, i * 0.1) for i in range(len(blocks))]
+    les = le_labels(bounds)
+
+    def written() -> list[bytes]:
+        out = []
+        for family in (Family("c_g", "gauge", "g"), Family("c_s", "gauge", "s")):
+            family.start()
+            if family.name == "c_g":
+                family.column(blocks, values)
+            else:
+                family.groups(blocks, "state", pairs)
+            out.append(family.data())
+        family = Family("c_h_seconds", "histogram", "h")
+        family.start()
+        family.histograms(blocks, hists, les)
+        out.append(family.data())
+        return out
+
+    from_c = written()
+    monkeypatch.setattr(text, "_exposition", None)
+    assert written() == from_c
 
 
 def test_present_keeps_the_series_that_have_a_value() -> None:
