@@ -172,6 +172,7 @@ def main() -> int:
                 log(f"  probes moved to workers after {moved} s")
             pids = [proc.pid, *(p for p in children_of(proc.pid) if p != sink.pid)]
             rss_unscraped_kb = sum(status_kb(p, "VmRSS") for p in pids)  # before any scrape
+            peak_unscraped_kb = sum(status_kb(p, "VmHWM") for p in pids)  # the start's peak
             walls: list[float] = []
             firsts: list[float] = []
             cpus: list[float] = []
@@ -208,6 +209,7 @@ def main() -> int:
                 ),
                 "up": up,
                 "rss_before_scrapes_kb": rss_unscraped_kb,
+                "peak_rss_before_scrapes_kb": peak_unscraped_kb,
                 "rss_kb": sum(status_kb(p, "VmRSS") for p in pids),
                 "peak_rss_kb": sum(status_kb(p, "VmHWM") for p in pids),
                 "workers": args.workers,
@@ -225,7 +227,8 @@ def main() -> int:
         f"{1000 * cpu['p50']:.0f} ms, p99 {1000 * cpu['p99']:.0f} ms; {result['bytes']} bytes"
         f"{' ' + encoding if encoding else ''}, {result['series']} series, "
         f"RSS {result['rss_before_scrapes_kb']} kB before the first scrape, "
-        f"{result['rss_kb']} kB after, peak {result['peak_rss_kb']} kB"
+        f"{result['rss_kb']} kB after, peak {result['peak_rss_kb']} kB (before the first scrape "
+        f"{result['peak_rss_before_scrapes_kb']} kB)"
     )
     if args.json:
         write_json(args.json, {"conditions": conditions(), **result})
