@@ -32,6 +32,14 @@
  * Sockets are registered EPOLLONESHOT and never unregistered: closing the socket drops its
  * entry, and an entry that outlives the close (a child process between fork and exec holding
  * the descriptor) fires at most once, with a generation number that no longer matches.
+ *
+ * A target added with a request is a plain HTTP check, the one healthd/probes/http_lean.py
+ * runs in Python: once connected it sends the request (built by Python, h11), reads until the
+ * end of the first final response head (interim 1xx answers skipped, at most MAX_HEAD_BYTES),
+ * judges its status line as http_lean's _STATUS_LINE does and its status against the expected
+ * ranges, and closes (the body is never read: the kernel answers it with an RST).  Its outcomes
+ * besides errnos and TIMEOUT are the HTTP_* codes; a quiet HTTP check counts only successes
+ * with the status it last reported (another status is reported: the metrics show the latest).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -51,6 +59,14 @@
 #include <unistd.h>
 
 #define TIMEOUT_CODE (-1)
+/* an HTTP check's outcomes other than an errno (run()'s codes; extra: see run()) */
+#define HTTP_STATUS_CODE (-2)       /* a status not expected; extra: the status */
+#define HTTP_CLOSED_EARLY (-3)      /* closed without a byte of response */
+#define HTTP_BAD_LINE (-4)          /* extra: the first line, at most 80 bytes */
+#define HTTP_CLOSED_IN_HEAD (-5)
+#define HTTP_HEAD_TOO_LONG (-6)
+#define MAX_HEAD_BYTES 65536
+#define READ_BYTES 4096
 #define MAX_EVENTS 1024
 #define MAX_STARTS 256
 #define MAX_RUN_S 0.005
@@ -61,7 +77,8 @@
 #define SYN_SENT 2
 #define TCP_CLOSED 7
 
-enum { IDLE = 0, CONNECTING = 1 };
+/* IDLE: waiting in a due heap; the others: in the deadline heap, with a socket */
+enum { IDLE = 0, CONNECTING = 1, SENDING = 2, READING = 3 };
 
 typedef struct {
     double when;      /* its heap's key: due time (IDLE) or deadline (CONNECTING) */
@@ -80,6 +97,19 @@ typedef struct {
     int oks;          /* successes since its last failure, at most rise */
     int quiet;        /* successes are counted here (drain()), not reported one by one */
     int reset;        /* close a connected socket with an RST (SO_LINGER 0), not a FIN */
+    /* an HTTP check (request not NULL): send the request, read the response head, judge its
+     * status against expect (nexpect inclusive ranges); the body is never read */
+    PyObject *request; /* bytes */
+    Py_ssize_t sent;
+    int *expect;
+    int nexpect;
+    char *buf;        /* the response so far (READING), PyMem */
+    Py_ssize_t buf_len;
+    Py_ssize_t buf_cap;
+    Py_ssize_t head_at; /* where the current response head begins (interim ones skipped) */
+    int registered;   /* the socket is in the epoll set */
+    int status;       /* of the current check's final response */
+    int last_status;  /* of the latest result reported */
     uint32_t qn;      /* successes counted since the last drain */
     double qsum;      /* their durations, summed */
     double qlast;     /* when the latest of them ended (CLOCK_MONOTONIC) */
@@ -225,8 +255,9 @@ static inline int heap_top(heap_t *h) { return h->len ? h->items[0] : -1; }
 
 /* ---- one check ------------------------------------------------------------------------- */
 
-static int append_result(PyObject *results, int slot, int code, double duration, double delay) {
-    PyObject *item = Py_BuildValue("(iidd)", slot, code, duration, delay);
+static int append_result(PyObject *results, int slot, int code, double duration, double delay,
+                         PyObject *extra) {
+    PyObject *item = Py_BuildValue("(iiddO)", slot, code, duration, delay, extra ? extra : Py_None);
     if (!item) return -1;
     int rc = PyList_Append(results, item);
     Py_DECREF(item);
@@ -234,8 +265,9 @@ static int append_result(PyObject *results, int slot, int code, double duration,
 }
 
 /* The check of ``slot`` ended with ``code`` (its socket, if any, is already closed): report it
- * and put the target back in the due heap for its next check. */
-static int finish(Engine *e, int slot, int code, double end, PyObject *results) {
+ * and put the target back in the due heap for its next check.  ``extra``: a new reference or
+ * NULL (an HTTP check's status is added here). */
+static int finish(Engine *e, int slot, int code, double end, PyObject *results, PyObject *extra) {
     target_t *t = &e->targets[slot];
     double duration = code == TIMEOUT_CODE ? t->timeout : end - t->start;
     if (duration < 0) duration = 0;
@@ -255,7 +287,11 @@ static int finish(Engine *e, int slot, int code, double end, PyObject *results) 
     t->retry = in_question;
     heap_push(e, t->retry ? &e->retry : &e->due, slot);
     e->finished++;
-    if (t->quiet && code == 0) { /* nothing new: counted, reported by drain() */
+    int http_answer = t->request && (code == 0 || code == HTTP_STATUS_CODE);
+    /* nothing new (an HTTP check: the same status as last reported): counted, reported by
+     * drain() */
+    if (t->quiet && code == 0 && (!t->request || t->status == t->last_status)) {
+        Py_XDECREF(extra);
         t->qn++;
         t->qsum += duration;
         t->qlast = end;
@@ -268,8 +304,15 @@ static int finish(Engine *e, int slot, int code, double end, PyObject *results) 
         e->lsum += t->delay;
         return 0;
     }
-    t->quiet = 0; /* a failure: reported, and Python decides again */
-    return append_result(results, slot, code, duration, t->delay);
+    t->quiet = 0; /* a failure or a new status: reported, and Python decides again */
+    if (t->request) t->last_status = http_answer ? t->status : 0;
+    if (!extra && http_answer) {
+        extra = PyLong_FromLong(t->status);
+        if (!extra) return -1;
+    }
+    int rc = append_result(results, slot, code, duration, t->delay, extra);
+    Py_XDECREF(extra);
+    return rc;
 }
 
 /* Close a check's socket.  ``connected``: its handshake completed, so a plain close would send a
@@ -288,7 +331,151 @@ static void close_connect(Engine *e, int slot, int connected) {
     target_t *t = &e->targets[slot];
     close_socket(t->fd, t->reset, connected);
     t->fd = -1;
+    t->registered = 0;
     e->in_flight--;
+    PyMem_Free(t->buf);
+    t->buf = NULL;
+    t->buf_len = t->buf_cap = t->head_at = 0;
+}
+
+/* A check in progress ends now with ``code`` (``extra``: a new reference or NULL). */
+static int end_now(Engine *e, int slot, int code, PyObject *results, PyObject *extra) {
+    heap_remove(e, &e->deadline, slot);
+    close_connect(e, slot, 0);
+    return finish(e, slot, code, now_s(), results, extra);
+}
+
+/* (Re)arm the check's socket for ``events`` (once). */
+static int watch(Engine *e, int slot, uint32_t events) {
+    target_t *t = &e->targets[slot];
+    struct epoll_event ev = {.events = events | EPOLLONESHOT};
+    ev.data.u64 = ((uint64_t)t->gen << 32) | (uint32_t)slot;
+    if (epoll_ctl(e->epfd, t->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, t->fd, &ev) < 0)
+        return errno;
+    t->registered = 1;
+    return 0;
+}
+
+/* ---- an HTTP check: the request out, the response head in ------------------------------ */
+
+/* The status of a response head that ends with a CRLF (``HTTP/1.x DDD[ reason]\r\n``, as
+ * healthd/probes/http_lean.py's _STATUS_LINE), or -1. */
+static int status_of(const char *head, Py_ssize_t len) {
+    if (len < 14 || memcmp(head, "HTTP/1.", 7) != 0 || (head[7] != '0' && head[7] != '1') ||
+        head[8] != ' ')
+        return -1;
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (head[i] < '0' || head[i] > '9') return -1;
+        status = status * 10 + (head[i] - '0');
+    }
+    const char *p = head + 12, *stop = head + len;
+    if (*p == ' ')
+        for (p++; p < stop && *p != '\r' && *p != '\n'; p++) {
+        }
+    return p + 1 < stop && p[0] == '\r' && p[1] == '\n' ? status : -1;
+}
+
+static int expected(const target_t *t, int status) {
+    for (int i = 0; i < t->nexpect; i++)
+        if (t->expect[2 * i] <= status && status <= t->expect[2 * i + 1]) return 1;
+    return 0;
+}
+
+static int http_read(Engine *e, int slot, PyObject *results);
+
+/* Send (the rest of) the request; then wait for the response. */
+static int http_send(Engine *e, int slot, PyObject *results) {
+    target_t *t = &e->targets[slot];
+    const char *data = PyBytes_AS_STRING(t->request);
+    Py_ssize_t len = PyBytes_GET_SIZE(t->request);
+    while (t->sent < len) {
+        ssize_t n = send(t->fd, data + t->sent, (size_t)(len - t->sent), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            t->state = SENDING;
+            int code = watch(e, slot, EPOLLOUT);
+            return code ? end_now(e, slot, code, results, NULL) : 0;
+        }
+        if (n < 0) return end_now(e, slot, errno, results, NULL);
+        t->sent += n;
+    }
+    t->state = READING;
+    int code = watch(e, slot, EPOLLIN);
+    return code ? end_now(e, slot, code, results, NULL) : 0;
+}
+
+/* Read what the socket has; judge the first final response head; else wait for more. */
+static int http_read(Engine *e, int slot, PyObject *results) {
+    target_t *t = &e->targets[slot];
+    for (;;) {
+        if (t->buf_len == t->buf_cap) {
+            if (t->head_at) { /* interim answers skipped: their bytes go */
+                memmove(t->buf, t->buf + t->head_at, (size_t)(t->buf_len - t->head_at));
+                t->buf_len -= t->head_at;
+                t->head_at = 0;
+            }
+            if (t->buf_len == t->buf_cap) {
+                Py_ssize_t cap = t->buf_cap ? t->buf_cap * 2 : 1024;
+                if (cap > MAX_HEAD_BYTES + READ_BYTES) cap = MAX_HEAD_BYTES + READ_BYTES;
+                char *buf = PyMem_Realloc(t->buf, (size_t)cap);
+                if (!buf) {
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                t->buf = buf;
+                t->buf_cap = cap;
+            }
+        }
+        ssize_t n = recv(t->fd, t->buf + t->buf_len, (size_t)(t->buf_cap - t->buf_len), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int code = watch(e, slot, EPOLLIN);
+            return code ? end_now(e, slot, code, results, NULL) : 0;
+        }
+        if (n < 0) return end_now(e, slot, errno, results, NULL);
+        if (n == 0) {
+            int code = t->buf_len > t->head_at ? HTTP_CLOSED_IN_HEAD : HTTP_CLOSED_EARLY;
+            return end_now(e, slot, code, results, NULL);
+        }
+        t->buf_len += n;
+        for (;;) {
+            const char *head = t->buf + t->head_at;
+            Py_ssize_t avail = t->buf_len - t->head_at;
+            const char *end = memmem(head, (size_t)avail, "\r\n\r\n", 4);
+            if (!end) break;
+            Py_ssize_t head_len = end + 2 - head;
+            int status = status_of(head, head_len);
+            if (status < 0) {
+                const char *eol = memmem(head, (size_t)head_len, "\r\n", 2);
+                Py_ssize_t line = eol ? eol - head : head_len;
+                PyObject *text = PyBytes_FromStringAndSize(head, line < 80 ? line : 80);
+                if (!text) return -1;
+                return end_now(e, slot, HTTP_BAD_LINE, results, text);
+            }
+            if (100 <= status && status < 200 && status != 101) { /* interim: the real one follows */
+                t->head_at = end + 4 - t->buf;
+                continue;
+            }
+            t->status = status;
+            return end_now(e, slot, expected(t, status) ? 0 : HTTP_STATUS_CODE, results, NULL);
+        }
+        if (t->buf_len - t->head_at > MAX_HEAD_BYTES)
+            return end_now(e, slot, HTTP_HEAD_TOO_LONG, results, NULL);
+    }
+}
+
+/* The check of ``slot`` goes on with socket ``fd`` (``registered``: in the epoll set) until it
+ * ends or its deadline passes. */
+static void in_progress(Engine *e, int slot, int fd, double now, int registered) {
+    target_t *t = &e->targets[slot];
+    t->fd = fd;
+    t->registered = registered;
+    t->sent = 0;
+    t->state = CONNECTING;
+    t->when = now + t->timeout;
+    e->in_flight++;
+    heap_push(e, &e->deadline, slot);
 }
 
 static int start(Engine *e, int slot, double now, PyObject *results) {
@@ -296,7 +483,7 @@ static int start(Engine *e, int slot, double now, PyObject *results) {
     t->start = now;
     t->delay = now > t->due ? now - t->due : 0.0;
     int fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return finish(e, slot, errno, now_s(), results);
+    if (fd < 0) return finish(e, slot, errno, now_s(), results, NULL);
     int code = 0;
     if (connect(fd, &t->addr.sa, t->alen) < 0) code = errno;
     if (code == EINPROGRESS) {
@@ -311,11 +498,7 @@ static int start(Engine *e, int slot, double now, PyObject *results) {
             if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
                 code = errno;
             } else {
-                t->fd = fd;
-                t->state = CONNECTING;
-                t->when = now + t->timeout;
-                e->in_flight++;
-                heap_push(e, &e->deadline, slot);
+                in_progress(e, slot, fd, now, 1);
                 return 0;
             }
         } else {
@@ -325,8 +508,21 @@ static int start(Engine *e, int slot, double now, PyObject *results) {
             if (code == 0 && info[0] == TCP_CLOSED) code = ECONNRESET;
         }
     }
+    if (code == 0 && t->request) { /* connected at once: the request goes out now */
+        t->gen++;
+        in_progress(e, slot, fd, now, 0);
+        return http_send(e, slot, results);
+    }
     close_socket(fd, t->reset, code == 0);
-    return finish(e, slot, code, now_s(), results);
+    return finish(e, slot, code, now_s(), results, NULL);
+}
+
+/* What an HTTP target holds, let go (it is removed). */
+static void forget_http(target_t *t) {
+    Py_CLEAR(t->request);
+    PyMem_Free(t->expect);
+    t->expect = NULL;
+    t->nexpect = 0;
 }
 
 /* ---- the timer ------------------------------------------------------------------------- */
@@ -447,6 +643,9 @@ static void close_all(Engine *self) {
         target_t *t = &self->targets[i];
         if (t->live && t->fd >= 0) close(t->fd);
         t->fd = -1;
+        PyMem_Free(t->buf);
+        t->buf = NULL;
+        if (t->live) forget_http(t);
         t->live = 0;
     }
     self->ntargets = self->nfree = self->live_count = self->in_flight = 0;
@@ -484,12 +683,44 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
     double interval, timeout, due;
     int rise = 1;
     int reset = 0;
-    if (!PyArg_ParseTuple(args, "siddd|ip", &address, &port, &interval, &timeout, &due, &rise,
-                          &reset))
+    PyObject *request = Py_None, *expect = Py_None;
+    if (!PyArg_ParseTuple(args, "siddd|ipOO", &address, &port, &interval, &timeout, &due, &rise,
+                          &reset, &request, &expect))
         return NULL;
-    if (check_open(self) < 0) return NULL;
-    if (port < 0 || port > 65535 || !(interval > 0) || !(timeout > 0)) {
-        PyErr_SetString(PyExc_ValueError, "port, interval or timeout out of range");
+    int *ranges = NULL;
+    Py_ssize_t nranges = 0;
+    if (request != Py_None) { /* an HTTP check: the request's bytes, the expected statuses */
+        if (!PyBytes_Check(request) || PyBytes_GET_SIZE(request) == 0) {
+            PyErr_SetString(PyExc_TypeError, "request: the request's bytes");
+            return NULL;
+        }
+        PyObject *fast = PySequence_Fast(expect, "expect: a sequence of (low, high) statuses");
+        if (!fast) return NULL;
+        nranges = PySequence_Fast_GET_SIZE(fast);
+        ranges = PyMem_Malloc(sizeof(int) * 2 * (size_t)(nranges ? nranges : 1));
+        if (!ranges) {
+            Py_DECREF(fast);
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; i < nranges; i++) {
+            int lo, hi;
+            PyObject *pair = PySequence_Fast_GET_ITEM(fast, i);
+            if (!PyTuple_Check(pair) || !PyArg_ParseTuple(pair, "ii", &lo, &hi)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "expect: a sequence of (low, high) statuses");
+                PyMem_Free(ranges);
+                Py_DECREF(fast);
+                return NULL;
+            }
+            ranges[2 * i] = lo;
+            ranges[2 * i + 1] = hi;
+        }
+        Py_DECREF(fast);
+    }
+    if (check_open(self) < 0 || port < 0 || port > 65535 || !(interval > 0) || !(timeout > 0)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "port, interval or timeout out of range");
+        PyMem_Free(ranges);
         return NULL;
     }
     target_t t;
@@ -506,7 +737,7 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
         t.alen = sizeof t.addr.in6;
     } else {
         PyErr_Format(PyExc_ValueError, "not an IPv4 or IPv6 address: %s", address);
-        return NULL;
+        goto fail;
     }
     int slot;
     if (self->nfree) {
@@ -516,22 +747,22 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
         if (self->ntargets == self->cap) {
             int cap = self->cap ? self->cap * 2 : 64;
             target_t *targets = PyMem_Realloc(self->targets, sizeof(target_t) * (size_t)cap);
-            if (!targets) return PyErr_NoMemory();
+            if (!targets) goto no_memory;
             self->targets = targets;
             int *free_slots = PyMem_Realloc(self->free_slots, sizeof(int) * (size_t)cap);
-            if (!free_slots) return PyErr_NoMemory();
+            if (!free_slots) goto no_memory;
             self->free_slots = free_slots;
             if (self->ndb) {
                 uint32_t *qcounts = PyMem_Realloc(
                     self->qcounts, sizeof(uint32_t) * (size_t)cap * (size_t)self->ndb);
-                if (!qcounts) return PyErr_NoMemory();
+                if (!qcounts) goto no_memory;
                 self->qcounts = qcounts;
             }
             self->cap = cap;
         }
         if (heap_reserve(&self->due, self->cap) < 0 || heap_reserve(&self->retry, self->cap) < 0 ||
             heap_reserve(&self->deadline, self->cap) < 0)
-            return PyErr_NoMemory();
+            goto no_memory;
         slot = self->ntargets++;
     }
     if (self->ndb) memset(&self->qcounts[(size_t)slot * (size_t)self->ndb], 0,
@@ -540,7 +771,13 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
     t.timeout = timeout;
     t.rise = rise < 1 ? 1 : rise;
     t.oks = t.rise; /* settled until a check fails */
-    t.reset = reset;
+    t.reset = request == Py_None ? reset : 0; /* an HTTP check: the kernel's RST, as ever */
+    if (request != Py_None) {
+        Py_INCREF(request);
+        t.request = request;
+        t.expect = ranges;
+        t.nexpect = (int)nranges;
+    }
     t.due = t.when = due;
     t.fd = -1;
     t.state = IDLE;
@@ -551,6 +788,11 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
     heap_push(self, &self->due, slot);
     rearm(self);
     return PyLong_FromLong(slot);
+no_memory:
+    PyErr_NoMemory();
+fail:
+    PyMem_Free(ranges);
+    return NULL;
 }
 
 static PyObject *Engine_remove(Engine *self, PyObject *arg) {
@@ -562,12 +804,13 @@ static PyObject *Engine_remove(Engine *self, PyObject *arg) {
         return NULL;
     }
     target_t *t = &self->targets[slot];
-    if (t->state == CONNECTING) {
+    if (t->state != IDLE) {
         heap_remove(self, &self->deadline, (int)slot);
         close_connect(self, (int)slot, 1); /* cancelled: no result (connected or not) */
     } else {
         heap_remove(self, t->retry ? &self->retry : &self->due, (int)slot);
     }
+    forget_http(t);
     t->live = 0;
     t->gen++;
     self->free_slots[self->nfree++] = (int)slot;
@@ -604,16 +847,28 @@ static PyObject *Engine_run(Engine *self, PyObject *args) {
         uint32_t gen = (uint32_t)(data >> 32);
         if (slot >= self->ntargets) continue;
         target_t *t = &self->targets[slot];
-        if (!t->live || t->state != CONNECTING || t->gen != gen) continue; /* stale */
+        if (!t->live || t->state == IDLE || t->gen != gen) continue; /* stale */
+        if (t->state == SENDING) {
+            if (http_send(self, slot, results) < 0) goto error;
+            continue;
+        }
+        if (t->state == READING) { /* a hang-up too: what came before it is read first */
+            if (http_read(self, slot, results) < 0) goto error;
+            continue;
+        }
         int code = 0;
         if (events[i].events & (EPOLLERR | EPOLLHUP)) {
             int err = 0;
             socklen_t len = sizeof err;
             code = getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? errno : err;
         }
+        if (code == 0 && t->request) { /* connected: the request goes out */
+            if (http_send(self, slot, results) < 0) goto error;
+            continue;
+        }
         heap_remove(self, &self->deadline, slot);
         close_connect(self, slot, code == 0);
-        if (finish(self, slot, code, now, results) < 0) goto error;
+        if (finish(self, slot, code, now, results, NULL) < 0) goto error;
     }
     /* connects past their deadline */
     double expire_by = now + WAKE_SLACK_S;
@@ -621,7 +876,7 @@ static PyObject *Engine_run(Engine *self, PyObject *args) {
                   self->targets[top].when <= expire_by;) {
         heap_remove(self, &self->deadline, top);
         close_connect(self, top, 0);
-        if (finish(self, top, TIMEOUT_CODE, now, results) < 0) goto error;
+        if (finish(self, top, TIMEOUT_CODE, now, results, NULL) < 0) goto error;
     }
     /* probes due */
     double soon = now + WAKE_SLACK_S;
@@ -767,15 +1022,18 @@ static Py_ssize_t Engine_len(Engine *self) { return self->live_count; }
 
 static PyMethodDef Engine_methods[] = {
     {"add", (PyCFunction)Engine_add, METH_VARARGS,
-     "add(address, port, interval_s, timeout_s, due, rise=1, reset=False) -> handle: check "
-     "address:port from due on (after a failure, until rise successes, ahead of any backlog); "
-     "reset: close a connected socket with an RST"},
+     "add(address, port, interval_s, timeout_s, due, rise=1, reset=False, request=None, "
+     "expect=None) -> handle: check address:port from due on (after a failure, until rise "
+     "successes, ahead of any backlog); reset: close a connected socket with an RST; request: "
+     "an HTTP check, send these bytes and judge the response's status by expect, a sequence of "
+     "(low, high)"},
     {"remove", (PyCFunction)Engine_remove, METH_O,
      "remove(handle): stop checking it (a connect in progress is closed, with no result)"},
     {"run", (PyCFunction)Engine_run, METH_VARARGS,
-     "run(budget=1024) -> [(handle, code, duration_s, delay_s)]: finish, time out and start what"
-     " is due, stopping at budget results (the rest on the next call: the descriptor stays"
-     " readable)"},
+     "run(budget=1024) -> [(handle, code, duration_s, delay_s, extra)]: finish, time out and "
+     "start what is due, stopping at budget results (the rest on the next call: the descriptor "
+     "stays readable); extra: an HTTP check's status (code 0 or HTTP_STATUS), the first line "
+     "of a response it could not read (HTTP_BAD_LINE), else None"},
     {"hold", (PyCFunction)Engine_hold, METH_O, "hold(flag): while true, start no check"},
     {"quiet", (PyCFunction)Engine_quiet, METH_VARARGS,
      "quiet(handle, flag): while true, its successes are counted (drain()), not reported; its"
@@ -834,7 +1092,13 @@ PyMODINIT_FUNC PyInit__tcpengine(void) {
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "TIMEOUT", TIMEOUT_CODE) < 0) {
+    if (PyModule_AddIntConstant(m, "TIMEOUT", TIMEOUT_CODE) < 0 ||
+        PyModule_AddIntConstant(m, "HTTP_STATUS", HTTP_STATUS_CODE) < 0 ||
+        PyModule_AddIntConstant(m, "HTTP_CLOSED_EARLY", HTTP_CLOSED_EARLY) < 0 ||
+        PyModule_AddIntConstant(m, "HTTP_BAD_LINE", HTTP_BAD_LINE) < 0 ||
+        PyModule_AddIntConstant(m, "HTTP_CLOSED_IN_HEAD", HTTP_CLOSED_IN_HEAD) < 0 ||
+        PyModule_AddIntConstant(m, "HTTP_HEAD_TOO_LONG", HTTP_HEAD_TOO_LONG) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_HEAD_BYTES", MAX_HEAD_BYTES) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,6 +1,12 @@
 """Type stub of the C extension healthd/_tcpengine.c (TCP connect checks in C)."""
 
 TIMEOUT: int
+HTTP_STATUS: int
+HTTP_CLOSED_EARLY: int
+HTTP_BAD_LINE: int
+HTTP_CLOSED_IN_HEAD: int
+HTTP_HEAD_TOO_LONG: int
+MAX_HEAD_BYTES: int
 
 class Engine:
     in_flight: int
@@ -22,9 +28,11 @@ class Engine:
         due: float,
         rise: int = ...,
         reset: bool = ...,
+        request: bytes | None = ...,
+        expect: tuple[tuple[int, int], ...] | None = ...,
     ) -> int: ...
     def remove(self, handle: int) -> None: ...
-    def run(self, budget: int = ...) -> list[tuple[int, int, float, float]]: ...
+    def run(self, budget: int = ...) -> list[tuple[int, int, float, float, int | bytes | None]]: ...
     def hold(self, held: bool) -> None: ...
     def quiet(self, handle: int, quiet: bool) -> None: ...
     def drain_one(self, handle: int) -> tuple[int, float, tuple[int, ...], float, float] | None: ...

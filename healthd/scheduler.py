@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from healthd.checkspec import CheckSpec, ProbeResult, Reason, Target, TcpCheck
+from healthd.checkspec import CheckSpec, HttpCheck, ProbeResult, Reason, Target, TcpCheck
 from healthd.histogram import DELAY_BUCKETS_S
 from healthd.probes import native, run_probe, timeout_result
 from healthd.probes.connects import ConnectWaiter, Waiting
@@ -76,7 +76,7 @@ class ProbeRunner(Protocol):
 
 @dataclass(frozen=True)
 class Quiet:
-    """Settled successes of plain TCP checks counted by the C engine instead of reported one by
+    """Settled successes of plain TCP and HTTP checks counted by the C engine, not reported one by
     one (``probes.native``): after each reported result ``settled(key, result)`` says whether
     the next successes would change nothing; what was counted goes to ``counted([(key, count),
     ...])`` (a slice of checks per call)
@@ -273,7 +273,10 @@ class Scheduler:
             due = now + self._rng.uniform(0, key.timing.interval_s)
             slot = _Slot(key, due, builtin and isinstance(key.spec, TcpCheck))
             self._slots[key] = slot
-            if slot.fast and self._native is not None and self._to_native(slot):
+            engine = slot.fast or (
+                builtin and isinstance(key.spec, HttpCheck) and native.lean_http(key.spec)
+            )
+            if engine and self._native is not None and self._to_native(slot):
                 continue
             self._push(slot)
         self._arm()
@@ -281,13 +284,13 @@ class Scheduler:
 
     def _to_native(self, slot: _Slot) -> bool:
         key, spec = slot.key, slot.key.spec
-        assert self._native is not None and isinstance(spec, TcpCheck)
+        assert self._native is not None and isinstance(spec, TcpCheck | HttpCheck)
         try:
             timing = key.timing
             slot.handle = self._native.add(
                 slot, spec, key.target, timing.interval_s, timing.timeout_s, slot.due, timing.rise
             )
-        except ValueError:  # an address the engine does not take: run it here
+        except ValueError:  # a check the engine does not take (an address, a request): here
             return False
         return True
 

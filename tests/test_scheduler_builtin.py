@@ -154,7 +154,7 @@ async def test_waiting_probes_start_in_order_when_a_slot_frees(stalled_port: int
     assert delays[:3] == pytest.approx([0, 0.1, 0.2], abs=0.03)
 
 
-async def test_an_http_check_runs_as_a_task_with_the_builtin_probe(refused_port: int) -> None:
+async def test_an_http_check_reports_through_the_scheduler(refused_port: int) -> None:
     got: list[ProbeResult] = []
     key = ProbeKey(HttpCheck(), Target("127.0.0.1", refused_port), CheckTiming(0.1, 0.05))
     s = Scheduler([key], lambda k, r: got.append(r), jitter=0.0)

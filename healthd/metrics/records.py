@@ -98,14 +98,13 @@ class CheckRecord:
     def observe_successes(
         self, n: int, total_s: float, counts: Sequence[int], last_wall: float
     ) -> None:
-        """``n`` successes like the latest result (no HTTP status, no certificate), counted
+        """``n`` successes like the latest result (the same HTTP status, if any), counted
         elsewhere: durations by bucket and summed, the latest at ``last_wall``."""
         self.attempts += n
         if self.duration is not None:
             self.duration.merge(counts, n, total_s)
         self.last_attempt = self.last_success = last_wall
         self.consecutive_failures = 0
-        self.http_status = 0
 
     def observe(self, result: ProbeResult, now: float) -> None:
         self.attempts += 1

@@ -1,8 +1,9 @@
-"""Plain TCP checks run by the C engine (``healthd/_tcpengine.c``), wired to an event loop.
+"""Plain TCP checks and plain HTTP checks run by the C engine (``healthd/_tcpengine.c``), wired
+to an event loop.
 
 The engine schedules, starts and waits for every plain TCP connect check itself (its own timer
 heap, epoll set and timerfd; one ``run()`` per readiness of its descriptor) and hands back what
-finished as ``(handle, code, duration_s, delay_s)``.  ``NativeTcp`` turns those into the
+finished as ``(handle, code, duration_s, delay_s, extra)``.  ``NativeTcp`` turns those into the
 ``ProbeResult`` the rest of healthd knows, with the same reasons and wording as the Python probe
 (``probes.tcp``), and calls ``done(token, result, delay_s)`` for each.  The Python work left per
 check is that call: one tuple, one ``ProbeResult`` (the wording of a success is made once per
@@ -14,8 +15,13 @@ last one ended, its schedule delays by bucket) instead of reporting each, until 
 it reports; ``drain()`` hands the counts over.  The Python work per settled success is then
 nothing.
 
+HTTP checks the engine runs are those of the lean path (``lean_http``: plain HTTP, the status
+decides): the request's bytes come from ``probes.http.request_bytes``, and the results read as
+``probes.http_lean`` says them, word for word (tests/probes/test_http_lean.py runs every case
+through both).  HTTPS and ``expect_body`` checks stay in Python.
+
 ``available()`` says whether the extension was built; without it the scheduler runs the same
-checks in Python (``probes.tcp`` and ``probes.connects``).
+checks in Python (``probes.tcp``, ``probes.connects`` and ``probes.http_lean``).
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ import time
 from collections.abc import Callable
 from typing import Generic, NamedTuple, TypeVar
 
-from healthd.checkspec import ProbeResult, Reason, Target, TcpCheck
+import h11
+
+from healthd.checkspec import HttpCheck, ProbeResult, Reason, Target, TcpCheck
 from healthd.probes import timeout_result
-from healthd.probes.matchers import detail
+from healthd.probes.http import request_bytes
+from healthd.probes.matchers import detail, status_text
 from healthd.probes.result import classify_os_error
 
 try:
@@ -50,6 +59,11 @@ _FAILURES: dict[int, tuple[Reason, str]] = {}  # errno -> reason and wording, as
 
 def available() -> bool:
     return _tcpengine is not None
+
+
+def lean_http(spec: HttpCheck) -> bool:
+    """An HTTP check the engine can run: plain HTTP, the status decides (``http_lean.py``)."""
+    return not spec.https and spec.expect_body is None
 
 
 def _failure(code: int) -> tuple[Reason, str]:
@@ -75,12 +89,48 @@ DelayCount = tuple[tuple[int, ...], int, float]  # by delay bucket, how many, th
 class _Entry(Generic[T]):
     __slots__ = ("connected", "spec", "target", "timeout_s", "token")
 
-    def __init__(self, token: T, spec: TcpCheck, target: Target, timeout_s: float) -> None:
+    def __init__(
+        self, token: T, spec: TcpCheck | HttpCheck, target: Target, timeout_s: float
+    ) -> None:
         self.token = token
         self.spec = spec
         self.target = target
         self.timeout_s = timeout_s
         self.connected = detail(spec.describe(target), "connected")
+
+    def result(self, code: int, duration_s: float, extra: int | bytes | None) -> ProbeResult:
+        """What the engine's ``(code, duration, extra)`` says, as the Python probes say it."""
+        spec, target = self.spec, self.target
+        if code == _tcpengine.TIMEOUT:
+            return timeout_result(spec, target, self.timeout_s)
+        if isinstance(spec, TcpCheck):
+            if code == 0:
+                return ProbeResult(True, Reason.OK, self.connected, duration_s)
+            reason, what = _failure(code)
+            return ProbeResult(False, reason, detail(spec.describe(target), what), duration_s)
+        status = extra if isinstance(extra, int) else None
+        if code == 0 and status is not None:
+            reason, what = Reason.OK, status_text(status)
+        elif code == _tcpengine.HTTP_STATUS and status is not None:
+            reason, what = Reason.STATUS, status_text(status)
+        elif code == _tcpengine.HTTP_CLOSED_EARLY:
+            reason, what = Reason.PROTOCOL, "connection closed without a response"
+        elif code == _tcpengine.HTTP_BAD_LINE:
+            reason, what = Reason.PROTOCOL, f"bad response: invalid status line {extra!r}"
+        elif code == _tcpengine.HTTP_CLOSED_IN_HEAD:
+            reason, what = Reason.PROTOCOL, "bad response: connection closed in the response head"
+        elif code == _tcpengine.HTTP_HEAD_TOO_LONG:
+            max_bytes = _tcpengine.MAX_HEAD_BYTES
+            reason, what = Reason.PROTOCOL, f"bad response: head longer than {max_bytes} bytes"
+        else:
+            reason, what = _failure(code)
+        return ProbeResult(
+            reason is Reason.OK,
+            reason,
+            detail(spec.describe(target), what),
+            duration_s,
+            http_status=status,
+        )
 
 
 class NativeTcp(Generic[T]):
@@ -119,7 +169,7 @@ class NativeTcp(Generic[T]):
     def add(
         self,
         token: T,
-        spec: TcpCheck,
+        spec: TcpCheck | HttpCheck,
         target: Target,
         interval_s: float,
         timeout_s: float,
@@ -128,12 +178,25 @@ class NativeTcp(Generic[T]):
     ) -> int:
         """Check ``target`` every ``interval_s`` from ``due`` (the loop's clock) on; returns the
         handle for ``remove``.  After a failure, until ``rise`` checks in a row succeed, its
-        checks go ahead of any backlog (the engine's retry heap).  A connected socket is closed
-        as ``spec.close`` says.  ValueError: an address the engine cannot take (the caller runs
-        that check in Python)."""
+        checks go ahead of any backlog (the engine's retry heap).  A TCP check's connected
+        socket is closed as ``spec.close`` says; an HTTP check (``lean_http``) sends its request
+        and judges the response's status.  ValueError: a check the engine cannot take (an
+        address, a request h11 refuses: the caller runs that check in Python)."""
         port = target.port if spec.port is None else spec.port
-        reset = spec.close == "reset"
-        handle = self._engine.add(target.address, port, interval_s, timeout_s, due, rise, reset)
+        if isinstance(spec, HttpCheck):
+            if not lean_http(spec):
+                raise ValueError("an HTTPS check, or one that reads the body")
+            try:
+                request = request_bytes(spec, target)
+            except h11.LocalProtocolError as exc:
+                raise ValueError(f"invalid request: {exc}") from exc
+            handle = self._engine.add(
+                target.address, port, interval_s, timeout_s, due, rise, False, request,
+                spec.expect_status,
+            )  # fmt: skip
+        else:
+            reset = spec.close == "reset"
+            handle = self._engine.add(target.address, port, interval_s, timeout_s, due, rise, reset)
         self._entries[handle] = _Entry(token, spec, target, timeout_s)
         return handle
 
@@ -182,19 +245,14 @@ class NativeTcp(Generic[T]):
         entries, done = self._entries, self._done
         began = time.monotonic()
         results = self._engine.run(self._budget)
-        for handle, code, duration_s, delay_s in results:
+        for handle, code, duration_s, delay_s, extra in results:
             entry = entries.get(handle)
             if entry is None:  # removed by a callback of this batch
                 continue
-            if code == 0:
+            if code == 0 and extra is None:  # a TCP check connected: the hot path
                 result = ProbeResult(True, Reason.OK, entry.connected, duration_s)
-            elif code == _tcpengine.TIMEOUT:
-                result = timeout_result(entry.spec, entry.target, entry.timeout_s)
             else:
-                reason, what = _failure(code)
-                result = ProbeResult(
-                    False, reason, detail(entry.spec.describe(entry.target), what), duration_s
-                )
+                result = entry.result(code, duration_s, extra)
             done(entry.token, result, delay_s)
         finished = self._engine.finished  # quiet ones too: their system calls take the time
         if finished:
