@@ -17,15 +17,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from functools import partial
 
 from healthd import systemd
 from healthd.config.types import Config, RealServerConfig, VirtualServerConfig
 from healthd.events import EventLog
 from healthd.model import Health, Op
 from healthd.notify import Notifier
-from healthd.policy import REAL_SERVER_STATES, UNKNOWN
+from healthd.policy import REAL_SERVER_STATES, UNKNOWN, RealServerStatus
 from healthd.reconciler import PassResult
-from healthd.state import HealthBook, Outcome, ProbeKey
+from healthd.state import HealthBook, Outcome, ProbeKey, RealServerId
 
 
 def summary(config: Config, states: Mapping[tuple[str, str], str], ready: bool) -> str:
@@ -97,10 +98,8 @@ class Host:
                 touched[vs.name] = vs
         status = book.status()
         for vs in touched.values():
-            members = [status.get(rs_id, UNKNOWN).health for rs_id in vs.rs_ids]
-            up = members.count(Health.UP)
-            reason = f"{up} of {len(members)} real servers up"
-            self.notifier.pool(vs, members, reason)
+            members = (status.get(rs_id, UNKNOWN).health for rs_id in vs.rs_ids)
+            self.notifier.pool(vs, members, partial(_pool_reason, vs, status))
 
     # ---- reconcile -----------------------------------------------------------------------------
 
@@ -153,3 +152,8 @@ class Host:
         """Let running notify commands finish briefly (then kill them); close the event log."""
         await self.notifier.close()
         self.events.close()
+
+
+def _pool_reason(vs: VirtualServerConfig, status: Mapping[RealServerId, RealServerStatus]) -> str:
+    members = [status.get(rs_id, UNKNOWN).health for rs_id in vs.rs_ids]
+    return f"{members.count(Health.UP)} of {len(members)} real servers up"

@@ -66,13 +66,16 @@ def notify_env(
 
 
 def pool_health(members: Iterable[Health]) -> Health:
-    """UP if any real server is up; DOWN if every one has a verdict and none is up."""
-    seen = list(members)
-    if Health.UP in seen:
-        return Health.UP
-    if seen and all(h is Health.DOWN for h in seen):
-        return Health.DOWN
-    return Health.UNKNOWN
+    """UP if any real server is up; DOWN if every one has a verdict and none is up.  Reads
+    ``members`` only as far as it needs: up to the first one up."""
+    seen = False
+    all_down = True
+    for health in members:
+        if health is Health.UP:
+            return Health.UP
+        seen = True
+        all_down = all_down and health is Health.DOWN
+    return Health.DOWN if seen and all_down else Health.UNKNOWN
 
 
 def _command(notify: NotifyConfig | None, health: Health) -> tuple[str, ...]:
@@ -115,15 +118,19 @@ class Notifier:
                 Notification(health.value, vs.name, rs.name, argv, rs.notify.timeout_s, env)
             )
 
-    def pool(self, vs: VirtualServerConfig, members: Iterable[Health], reason: str) -> None:
-        """Recompute the pool's state; on a change to up or down run ``notify_pool``."""
+    def pool(
+        self, vs: VirtualServerConfig, members: Iterable[Health], reason: Callable[[], str]
+    ) -> None:
+        """Recompute the pool's state; on a change to up or down run ``notify_pool``.  A real
+        server's change costs as many members as it takes to find one up (one, mostly: a
+        burst of changes in a large pool stays cheap); ``reason`` is made only for a command."""
         health = pool_health(members)
         if health is Health.UNKNOWN or self._pools.get(vs.name) is health:
             return
         self._pools[vs.name] = health
         argv = _command(vs.notify_pool, health)
         if argv and vs.notify_pool is not None:
-            env = notify_env(health.value, vs, None, reason)
+            env = notify_env(health.value, vs, None, reason())
             self.submit(
                 Notification(health.value, vs.name, None, argv, vs.notify_pool.timeout_s, env)
             )

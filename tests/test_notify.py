@@ -21,7 +21,7 @@ from healthd.daemon import Daemon
 from healthd.events import EventLog
 from healthd.ipvs.fake import FakeIpvs
 from healthd.model import Health, Protocol, VirtualServerKey
-from healthd.notify import Notification, Notifier, notify_env
+from healthd.notify import Notification, Notifier, notify_env, pool_health
 
 VS = VirtualServerKey.for_address(Protocol.TCP, "10.0.0.1", 80)
 
@@ -292,3 +292,17 @@ def test_pool_environment_has_no_real_server() -> None:
     assert env["HEALTHD_REAL_SERVER"] == env["HEALTHD_REAL_SERVER_ADDRESS"] == ""
     assert env["HEALTHD_VIRTUAL_SERVER_FWMARK"] == "7"
     assert env["HEALTHD_VIRTUAL_SERVER_ADDRESS"] == ""
+
+
+def test_the_pool_is_up_as_soon_as_one_member_is_up_without_reading_the_rest() -> None:
+    """A real server's change in a pool of thousands reads the pool only up to a member that is
+    up (the others are never asked for), and the pool's states are what they were."""
+
+    def members(first: list[Health]) -> Iterator[Health]:
+        yield from first
+        raise AssertionError("read past the first member up")
+
+    assert pool_health(members([Health.DOWN, Health.UP])) is Health.UP
+    assert pool_health([Health.DOWN, Health.DOWN]) is Health.DOWN
+    assert pool_health([Health.DOWN, Health.UNKNOWN]) is Health.UNKNOWN
+    assert pool_health([]) is Health.UNKNOWN
