@@ -273,9 +273,8 @@ class Scheduler:
             due = now + self._rng.uniform(0, key.timing.interval_s)
             slot = _Slot(key, due, builtin and isinstance(key.spec, TcpCheck))
             self._slots[key] = slot
-            engine = slot.fast or (
-                builtin and isinstance(key.spec, HttpCheck) and native.lean_http(key.spec)
-            )
+            # the engine says which checks it takes (ValueError: the rest run here)
+            engine = builtin and isinstance(key.spec, TcpCheck | HttpCheck)
             if engine and self._native is not None and self._to_native(slot):
                 continue
             self._push(slot)

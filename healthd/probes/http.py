@@ -162,6 +162,12 @@ _REQUESTS: dict[tuple[HttpCheck, Target], bytes] = {}
 _MAX_REQUESTS = 100_000
 
 
+def lean_http(spec: HttpCheck) -> bool:
+    """Whether the lean path runs this check (``http_lean.py``, or the C engine): plain HTTP,
+    the status decides."""
+    return not spec.https and spec.expect_body is None
+
+
 def request_bytes(spec: HttpCheck, target: Target) -> bytes:
     """The request on the wire; raises ``h11.LocalProtocolError`` for an invalid one."""
     key = (spec, target)
@@ -181,7 +187,7 @@ async def probe_http(spec: HttpCheck, target: Target) -> ProbeResult:
     """One HTTP(S) request; ok iff the status (and the body, if asked) matched."""
     start = time.monotonic()
     port = target.port if spec.port is None else spec.port
-    if not spec.https and spec.expect_body is None:  # the lean path: the status decides
+    if lean_http(spec):  # the status decides
         try:
             request = request_bytes(spec, target)
         except h11.LocalProtocolError as exc:

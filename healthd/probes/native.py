@@ -36,7 +36,7 @@ import h11
 
 from healthd.checkspec import HttpCheck, ProbeResult, Reason, Target, TcpCheck
 from healthd.probes import timeout_result
-from healthd.probes.http import request_bytes
+from healthd.probes.http import lean_http, request_bytes
 from healthd.probes.matchers import detail, status_text
 from healthd.probes.result import classify_os_error
 
@@ -59,11 +59,6 @@ _FAILURES: dict[int, tuple[Reason, str]] = {}  # errno -> reason and wording, as
 
 def available() -> bool:
     return _tcpengine is not None
-
-
-def lean_http(spec: HttpCheck) -> bool:
-    """An HTTP check the engine can run: plain HTTP, the status decides (``http_lean.py``)."""
-    return not spec.https and spec.expect_body is None
 
 
 def _failure(code: int) -> tuple[Reason, str]:
@@ -96,7 +91,9 @@ class _Entry(Generic[T]):
         self.spec = spec
         self.target = target
         self.timeout_s = timeout_s
-        self.connected = detail(spec.describe(target), "connected")
+        # a TCP check's success, worded once (an HTTP check's wording depends on the status)
+        tcp = isinstance(spec, TcpCheck)
+        self.connected = detail(spec.describe(target), "connected") if tcp else ""
 
     def result(self, code: int, duration_s: float, extra: int | bytes | None) -> ProbeResult:
         """What the engine's ``(code, duration, extra)`` says, as the Python probes say it."""
