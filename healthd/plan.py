@@ -35,7 +35,7 @@ from healthd.model import (
     VirtualServerKey,
     VirtualServerSpec,
 )
-from healthd.steps import Steps, pause_after, run_steps
+from healthd.steps import Steps, chunks, run_steps
 
 
 def plan(desired: Desired, observed: Observed) -> list[Op]:
@@ -144,6 +144,63 @@ def _plan_retiring(want: DesiredVirtualServer, have: ObservedVirtualServer | Non
     return ops
 
 
+def _plan_real_server(
+    key: VirtualServerKey, d: DesiredRealServer, seen: ObservedRealServer | None
+) -> Op | None:
+    """The op that brings one real server from ``seen`` (None: absent) to ``d``, if any."""
+    if seen is None:
+        if d.present and d.add_if_absent and not d.drain_then_delete:
+            return AddRealServer(key, d.spec, reason=f"missing from the kernel; {d.why}")
+        return None
+    if d.drain_then_delete:
+        return _plan_leaving(key, seen, d.why)
+    if not d.present:
+        return DeleteRealServer(key, d.spec.key, reason=d.why)
+    target = _target_spec(d, seen.spec)
+    rs_changes = _rs_changes(target, seen.spec)
+    if rs_changes:
+        return EditRealServer(key, target, reason=f"{', '.join(rs_changes)}; {d.why}")
+    return None
+
+
+def _bucket(op: Op, deletes: list[Op], edits: list[Op], adds: list[Op]) -> list[Op]:
+    if isinstance(op, DeleteRealServer):
+        return deletes
+    return adds if isinstance(op, AddRealServer) else edits
+
+
+def plan_changes(before: Desired, desired: Desired, observed: Observed) -> list[Op]:
+    """The ops for what changed in ``desired`` since ``before``, planned against ``observed``.
+
+    For the start of a reconcile pass: ``before`` is the table the last pass brought the kernel
+    in line with, ``observed`` the kernel as that pass left it.  Only real servers that were in
+    ``before`` and whose entry changed (a verdict, an override, their config) are planned, in
+    virtual servers the kernel had: what a health change needs, in proportion to the change.
+    The pass then reads the kernel and plans everything (``plan``), which also repairs whatever
+    the kernel held that the snapshot did not.  Same order as ``plan``.
+    """
+    ops: list[Op] = []
+    for key in sorted(desired, key=VirtualServerKey.sort_key):
+        want, was, have = desired[key], before.get(key), observed.get(key)
+        if want is was or was is None or have is None or want.retire or was.retire:
+            continue
+        if want.real_servers is was.real_servers:
+            continue
+        deletes: list[Op] = []
+        edits: list[Op] = []
+        adds: list[Op] = []
+        was_rs, seen_rs = was.real_servers, have.real_servers
+        for rs_key, d in want.real_servers.items():
+            previous = was_rs.get(rs_key)
+            if previous is d or previous is None:
+                continue
+            op = _plan_real_server(key, d, seen_rs.get(rs_key))
+            if op is not None:
+                _bucket(op, deletes, edits, adds).append(op)
+        ops += _sorted(deletes) + _sorted(edits) + _sorted(adds)
+    return ops
+
+
 def _plan_virtual_server(
     want: DesiredVirtualServer, have: ObservedVirtualServer | None
 ) -> Steps[list[Op]]:
@@ -154,11 +211,13 @@ def _plan_virtual_server(
     key = want.spec.key
     if have is None:
         adds: list[Op] = []
-        for i, d in enumerate(want.real_servers.values()):
-            if pause_after(i):
-                yield
-            if d.present and d.add_if_absent and not d.drain_then_delete:
-                adds.append(AddRealServer(key, d.spec, reason=d.why))
+        for chunk in chunks(list(want.real_servers.values())):
+            adds.extend(
+                AddRealServer(key, d.spec, reason=d.why)
+                for d in chunk
+                if d.present and d.add_if_absent and not d.drain_then_delete
+            )
+            yield
         return [AddVirtualServer(want.spec, reason="missing from the kernel"), *_sorted(adds)]
     ops: list[Op] = []
     changes = _vs_changes(want.spec, have.spec)
@@ -168,35 +227,31 @@ def _plan_virtual_server(
     edits: list[Op] = []
     adds = []
     seen_rs = have.real_servers
-    wanted_rs = want.real_servers
-    for i, rs_key in enumerate(seen_rs):
-        if pause_after(i):
-            yield
-        if rs_key not in wanted_rs:
-            deletes.append(DeleteRealServer(key, rs_key, reason="not in the configuration"))
-    for i, d in enumerate(wanted_rs.values()):
-        if pause_after(i):
-            yield
-        seen = seen_rs.get(d.spec.key)
-        if d.drain_then_delete:
-            leaving = _plan_leaving(key, seen, d.why) if seen is not None else None
-            if isinstance(leaving, DeleteRealServer):
-                deletes.append(leaving)
-            elif leaving is not None:
-                edits.append(leaving)
-        elif not d.present:
+    matched = 0  # kernel entries that are wanted
+    for chunk in chunks(list(want.real_servers.values())):
+        for d in chunk:
+            seen = seen_rs.get(d.spec.key)
             if seen is not None:
-                deletes.append(DeleteRealServer(key, d.spec.key, reason=d.why))
-        elif seen is None:
-            if d.add_if_absent:
-                adds.append(AddRealServer(key, d.spec, reason=f"missing from the kernel; {d.why}"))
-        elif seen.spec != d.spec or d.adopt_weight:  # the common case, unchanged: one compare
-            target = _target_spec(d, seen.spec)
-            rs_changes = _rs_changes(target, seen.spec)
-            if rs_changes:
-                edits.append(
-                    EditRealServer(key, target, reason=f"{', '.join(rs_changes)}; {d.why}")
-                )
+                matched += 1
+                if (
+                    d.present
+                    and not (d.drain_then_delete or d.adopt_weight)
+                    and seen.spec == d.spec
+                ):
+                    continue  # the common case, as wanted: one compare
+            op = _plan_real_server(key, d, seen)
+            if op is not None:
+                _bucket(op, deletes, edits, adds).append(op)
+        yield
+    if matched < len(seen_rs):  # the kernel has real servers the config does not
+        wanted_rs = want.real_servers
+        for keys in chunks(list(seen_rs)):
+            deletes.extend(
+                DeleteRealServer(key, rs_key, reason="not in the configuration")
+                for rs_key in keys
+                if rs_key not in wanted_rs
+            )
+            yield
     return ops + _sorted(deletes) + _sorted(edits) + _sorted(adds)
 
 

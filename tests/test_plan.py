@@ -33,7 +33,7 @@ from healthd.model import (
     VirtualServerKey,
     VirtualServerSpec,
 )
-from healthd.plan import expected_after, plan, plan_teardown, wanted_weight
+from healthd.plan import expected_after, plan, plan_changes, plan_teardown, wanted_weight
 from healthd.policy import RealServerStatus, desired
 
 REPO = Path(__file__).resolve().parents[1]
@@ -415,3 +415,113 @@ def test_expected_after_keeps_the_objects_it_does_not_touch() -> None:
     assert after[VS].real_servers[RealServerKey(B, 80)].spec.weight == 0
     assert before[VS].real_servers[RealServerKey(B, 80)].spec.weight == 1  # not mutated
     assert expected_after(before, []) is before
+
+
+# ---- plan_changes: what changed since the last pass, against its snapshot --------------------
+
+
+def test_plan_changes_plans_only_the_changed_real_servers_against_the_snapshot() -> None:
+    spec = VirtualServerSpec(VS, "rr")
+    before = want(spec, rs(A, weight=3), rs(B, weight=3))
+    entry_a = before[VS].real_servers[RealServerKey(A, 80)]
+    now = {
+        VS: DesiredVirtualServer(
+            spec,
+            {
+                RealServerKey(A, 80): entry_a,  # unchanged: the same object
+                RealServerKey(B, 80): DesiredRealServer(rs(B, weight=0), why="web-2 down"),
+            },
+        )
+    }
+    # the snapshot disagrees on A too: that is for the pass's read and plan, not for this
+    snapshot = have(spec, rs(A, weight=9), rs(B, weight=3))
+    ops = plan_changes(before, now, snapshot)
+    assert ops == [EditRealServer(VS, rs(B, weight=0), reason="weight 3 -> 0; web-2 down")]
+    assert plan_changes(before, before, snapshot) == []
+
+
+def test_plan_changes_adds_what_the_snapshot_lacks_and_deletes_what_must_go() -> None:
+    spec = VirtualServerSpec(VS, "rr")
+    before = want(spec, rs(A), rs(B))
+    now = want(
+        spec,
+        DesiredRealServer(rs(A), why="web-1 up"),
+        DesiredRealServer(rs(B), why="web-2 down", present=False),
+    )
+    ops = plan_changes(before, now, have(spec, rs(B)))  # A vanished by hand meanwhile
+    assert ops == [
+        DeleteRealServer(VS, RealServerKey(B, 80), reason="web-2 down"),
+        AddRealServer(VS, rs(A), reason="missing from the kernel; web-1 up"),
+    ]
+
+
+def test_plan_changes_leaves_new_retiring_and_unread_virtual_servers_to_the_pass() -> None:
+    spec, other = VirtualServerSpec(VS, "rr"), VirtualServerSpec(OTHER, "rr")
+    before = want(spec, rs(A))
+    now = {
+        **want(spec, rs(A, weight=2), rs(B)),  # A changed; B is new to the config
+        **want(other, rs(C)),  # a new virtual server
+    }
+    assert plan_changes(before, now, have(spec, rs(A))) == [
+        EditRealServer(VS, rs(A, weight=2), reason="weight 1 -> 2; ")
+    ]
+    assert plan_changes(before, now, {}) == []  # not in the snapshot: the read decides
+    retiring = {VS: DesiredVirtualServer(spec, {}, retire=True, why="removed")}
+    assert plan_changes(before, retiring, have(spec, rs(A))) == []
+
+
+@st.composite
+def changed_tables(draw: st.DrawFn, before: Desired) -> Desired:
+    """``before`` with some real servers' entries replaced (a verdict, an override)."""
+    table = {}
+    for key, vs in before.items():
+        real_servers = {}
+        for rs_key, entry in vs.real_servers.items():
+            if draw(st.booleans()):
+                entry = DesiredRealServer(
+                    replace(entry.spec, weight=draw(st.integers(0, 5))),
+                    why="changed",
+                    adopt_weight=draw(st.booleans()),
+                    add_if_absent=draw(st.booleans()),
+                    present=draw(st.booleans()),
+                )
+            real_servers[rs_key] = entry
+        table[key] = DesiredVirtualServer(vs.spec, real_servers)
+    return table
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), before=desired_tables(), kernel=kernels())
+def test_changes_applied_early_then_the_plan_end_where_the_plan_alone_ends(
+    data: st.DataObject, before: Desired, kernel: list[ObservedVirtualServer]
+) -> None:
+    """A pass that applies ``plan_changes`` against its snapshot, then reads the kernel and
+    applies ``plan``, leaves the kernel as a pass of ``plan`` alone would have."""
+    fake = FakeIpvs(kernel)
+    for op in plan(before, fake.snapshot()):  # the last pass: the kernel in line with before
+        fake.apply_now(op)
+    snapshot = fake.snapshot()
+    now = data.draw(changed_tables(before))
+    alone = FakeIpvs(list(snapshot.values()))
+    for op in plan(now, alone.snapshot()):
+        alone.apply_now(op)
+    early = plan_changes(before, now, snapshot)
+    changed = {
+        (key, rs_key)
+        for key, vs in now.items()
+        for rs_key, entry in vs.real_servers.items()
+        if before[key].real_servers[rs_key] is not entry
+    }
+    for op in early:
+        assert isinstance(op, AddRealServer | EditRealServer | DeleteRealServer)
+        rs_key = op.key if isinstance(op, DeleteRealServer) else op.spec.key
+        assert (op.virtual_server, rs_key) in changed
+        fake.apply_now(op)
+    # every changed real server is already where the plan alone takes it
+    early_table, final = fake.snapshot(), alone.snapshot()
+    for key, rs_key in changed:
+        if key in snapshot:
+            assert early_table[key].real_servers.get(rs_key) == final[key].real_servers.get(rs_key)
+    for op in plan(now, fake.snapshot()):
+        fake.apply_now(op)
+    assert fake.snapshot() == alone.snapshot()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import pytest
 from probing import LoopTurns
@@ -476,3 +476,107 @@ async def test_a_pass_over_thousands_of_real_servers_lets_the_loop_run_between_s
     assert fake.snapshot([VS])[VS].real_servers[keys[7]].spec.weight == 1
     # plan walks 3 000 real servers, STEP_REAL_SERVERS at a time
     assert turns.count >= 3000 // STEP_REAL_SERVERS
+
+
+# ---- a pass applies what changed first, against its snapshot, then reads the kernel ---------
+
+
+class CachedDesired:
+    """The desired table as the daemon keeps it (``Runtime.desired``): entries that did not
+    change keep their objects from one call to the next."""
+
+    def __init__(self, status: dict[tuple[str, str], RealServerStatus]) -> None:
+        self.status = status
+        self.table: policy.Desired | None = None
+        self.basis: policy.Basis | None = None
+
+    def __call__(self) -> policy.Desired:
+        self.table = policy.desired(CONFIG, self.status, previous=self.table, basis=self.basis)
+        self.basis = policy.Basis(CONFIG, dict(self.status), {})
+        return self.table
+
+
+class LoggingPort:
+    """The fake kernel, with the order of healthd's requests; ``during_dump`` runs inside the
+    next dump (something that happens while the kernel is read)."""
+
+    def __init__(self, inner: FakeIpvs) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+        self.during_dump: list[Callable[[], None]] = []
+
+    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+        self.calls.append("dump")
+        for action in self.during_dump:
+            action()
+        self.during_dump.clear()
+        return await self.inner.dump(keys)
+
+    async def apply(self, op: Op) -> None:
+        self.calls.append(str(op))
+        await self.inner.apply(op)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_verdict_reaches_the_kernel_before_the_pass_reads_it() -> None:
+    fake = FakeIpvs()
+    port = LoggingPort(fake)
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = Reconciler(port=port, desired=CachedDesired(status), interval_s=0.2)
+    await rec.reconcile_once()
+    port.calls.clear()
+    status[("web", "web-2")] = DOWN
+    result = await rec.reconcile_once()
+    edit = "edit real server TCP 10.0.0.1:80 -> 192.168.1.102:80 nat weight 0"
+    assert port.calls == [edit, "dump"]  # applied once, then the kernel read
+    assert [str(op) for op in result.applied] == [edit] and result.ok
+    assert weights(fake) == {"192.168.1.101:80": 3, "192.168.1.102:80": 0}
+    port.calls.clear()
+    await rec.reconcile_once()  # nothing changed: the read finds the kernel as wanted
+    assert port.calls == ["dump"]
+
+
+async def test_a_verdict_that_comes_during_the_read_is_applied_by_that_pass() -> None:
+    fake = FakeIpvs()
+    port = LoggingPort(fake)
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = Reconciler(port=port, desired=CachedDesired(status), interval_s=0.2)
+    await rec.reconcile_once()
+    port.during_dump.append(lambda: status.update({("web", "web-1"): DOWN}))
+    result = await rec.reconcile_once()
+    assert [str(op) for op in result.applied] == [
+        "edit real server TCP 10.0.0.1:80 -> 192.168.1.101:80 nat weight 0"
+    ]
+    assert weights(fake) == {"192.168.1.101:80": 0, "192.168.1.102:80": 3}
+
+
+async def test_a_snapshot_the_kernel_no_longer_matches_is_repaired_by_the_same_pass() -> None:
+    """By hand, after the last pass: web-2 deleted, web-1's weight changed.  web-2's verdict is
+    applied from the snapshot (its edit finds it gone and adds it back); the read that follows
+    repairs web-1."""
+    fake = FakeIpvs()
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = Reconciler(port=fake, desired=CachedDesired(status), interval_s=0.2)
+    await rec.reconcile_once()
+    fake.apply_now(DeleteRealServer(VS, RS2))
+    fake.apply_now(EditRealServer(VS, RealServerSpec(RS1, Forwarding.NAT, 9)))
+    status[("web", "web-2")] = DOWN
+    result = await rec.reconcile_once()
+    assert result.ok
+    assert weights(fake) == {"192.168.1.101:80": 3, "192.168.1.102:80": 0}
+    assert rec.observed == fake.snapshot([VS])
+
+
+async def test_an_early_operation_that_fails_is_planned_again_after_the_read() -> None:
+    fake = FakeIpvs()
+    port = FlakyPort(fake, EditRealServer, IpvsTransient("ENOBUFS (No buffer space available)"))
+    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
+    rec = Reconciler(port=port, desired=CachedDesired(status), interval_s=0.2)
+    await rec.reconcile_once()
+    status[("web", "web-2")] = DOWN
+    result = await rec.reconcile_once()
+    assert weights(fake)["192.168.1.102:80"] == 0  # the pass's own plan applied it
+    assert not result.ok and len(result.failed) == 1  # the failure is reported and counted
+    assert rec.stats.op_errors == {"edit_real_server": 1}
