@@ -71,6 +71,8 @@ class Runtime:
         self._desired_for: tuple[Config, HealthBook] | None = None
         self._desired_inputs: tuple[object, ...] | None = None
         self._desired_basis: policy.Basis | None = None
+        self._basis_status: dict[RealServerId, policy.RealServerStatus] = {}
+        self._desired_version = 0  # the book's version the desired table was computed at
         self._indexed: Config | None = None
         self._by_id: dict[RealServerId, tuple[VirtualServerConfig, RealServerConfig]] = {}
 
@@ -91,7 +93,8 @@ class Runtime:
         The periodic pass (every few seconds) mostly finds nothing new; rebuilding the table for
         10 000 real servers holds the event loop, and every probe due, for ~20 ms.  What it
         depends on: the config, the health verdicts (``book.version``), the overrides in force
-        now and what a reload is retiring, compared by value.
+        now and what a reload is retiring, compared by value.  When only verdicts changed, the
+        entries of the real servers the book says changed are computed again (``patched``).
         """
         active = unexpired(self.overrides, now)
         inputs = (
@@ -104,18 +107,29 @@ class Runtime:
         same = before is not None and before[0] is self.config and before[1] is self.book
         if same and inputs == self._desired_inputs:
             return self.last_desired
-        retiring = policy.Retiring(self.retired_vs, self.retired_rs)
         status = self.book.status()
-        self.last_desired = policy.desired(
-            self.config,
-            status,
-            active,
-            retiring,
-            previous=self.last_desired,
-            basis=self._desired_basis,  # used only if made from this very config
-        )
-        self._desired_basis = policy.Basis(self.config, dict(status), active)
+        was = self._desired_inputs
+        changed = self.book.changed_since(self._desired_version) if same else None
+        if changed is not None and was is not None and inputs[1:] == was[1:]:
+            # only verdicts changed: their entries computed again, the rest kept
+            self.last_desired = policy.patched(
+                self.last_desired, status, active, changed, self.servers()
+            )
+            for rs_id in changed:
+                self._basis_status[rs_id] = status[rs_id]
+        else:
+            self.last_desired = policy.desired(
+                self.config,
+                status,
+                active,
+                policy.Retiring(self.retired_vs, self.retired_rs),
+                previous=self.last_desired,
+                basis=self._desired_basis,  # used only if made from this very config
+            )
+            self._basis_status = dict(status)
+            self._desired_basis = policy.Basis(self.config, self._basis_status, active)
         self._desired_for, self._desired_inputs = (self.config, self.book), inputs
+        self._desired_version = self.book.version
         return self.last_desired
 
     def states(

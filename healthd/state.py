@@ -8,6 +8,7 @@ changed, so the shell can log it, count it and poke the reconciler.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 from collections.abc import Iterable, Iterator, Mapping
@@ -63,6 +64,9 @@ class _Counted(Protocol):
 
 _C = TypeVar("_C", bound=_Counted)
 
+# Entries of the book's journal of status changes kept; half is dropped past it.
+JOURNAL_KEPT = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class CheckChange:
@@ -103,6 +107,11 @@ class HealthBook:
     _duration_s: dict[ProbeKey, float] = field(default_factory=dict)
     _status: dict[RealServerId, RealServerStatus] = field(default_factory=dict)
     version: int = 0  # counts the changes of status(): a caller can tell it is unchanged
+    # (version, real server whose status() entry it changed), oldest first, from the version
+    # _journal_floor on: what changed_since() answers (the desired table is patched for a
+    # verdict, not built again over every real server)
+    _journal: list[tuple[int, RealServerId]] = field(default_factory=list)
+    _journal_floor: int = 0
 
     @classmethod
     def from_config(cls, config: Config) -> HealthBook:
@@ -196,14 +205,29 @@ class HealthBook:
             return NO_CHANGE
         change = CheckChange(key, before.health, after.health, result)
         rs_changes = []
+        self.version += 1
         for rs_id in dict.fromkeys((s.virtual_server, s.real_server) for s in self.probes[key]):
             old = self._status[rs_id]
             new = self._compute(rs_id)
+            if new is old:
+                continue
             self._status[rs_id] = new
+            self._journal.append((self.version, rs_id))
             if new.health is not old.health:
                 rs_changes.append(RealServerChange(rs_id, old, new))
-        self.version += 1
+        if len(self._journal) > JOURNAL_KEPT:  # a reader this far behind computes all again
+            cut = len(self._journal) // 2
+            self._journal_floor = self._journal[cut][0]
+            del self._journal[:cut]
         return Outcome(change, tuple(rs_changes))
+
+    def changed_since(self, version: int) -> list[RealServerId] | None:
+        """The real servers whose status() entry changed after ``version``, each once; None
+        when the book cannot tell (older than what it keeps, or not one of its versions)."""
+        if not self._journal_floor <= version <= self.version:
+            return None
+        start = bisect.bisect_right(self._journal, version, key=lambda entry: entry[0])
+        return list(dict.fromkeys(rs_id for _, rs_id in self._journal[start:]))
 
     def _compute(self, rs_id: RealServerId) -> RealServerStatus:
         checks = self.checks_of[rs_id]

@@ -230,3 +230,38 @@ def test_with_its_basis_a_table_computes_only_what_changed_and_equals_one_built_
     reloaded = config("remove")
     fourth = desired(reloaded, status, previous=third, basis=policy.Basis(cfg, status, drain))
     assert fourth == desired(reloaded, status)
+
+
+@pytest.mark.parametrize("on_failure", ["inhibit", "remove"])
+def test_a_table_patched_for_changed_verdicts_equals_one_built_anew(on_failure: str) -> None:
+    from itertools import product
+
+    from healthd import policy
+    from healthd.overrides import Override, OverrideKind
+
+    cfg = config(on_failure)
+    servers = {
+        rs_id: (vs, rs)
+        for vs in cfg.virtual_servers
+        for rs, rs_id in zip(vs.real_servers, vs.rs_ids, strict=True)
+    }
+    statuses = [
+        RealServerStatus(Health.UP, "tcp: ok"),
+        RealServerStatus(Health.DOWN, "tcp: connection refused"),
+        UNKNOWN,
+    ]
+    drain = {("api", "a"): Override(OverrideKind.DRAIN, "ops")}
+    ids = list(servers)
+    for before, after in product(product(statuses, repeat=3), repeat=2):
+        status = dict(zip(ids, before, strict=True))
+        previous = desired(cfg, status, drain)
+        status = dict(zip(ids, after, strict=True))
+        changed = [rs_id for rs_id, b, a in zip(ids, before, after, strict=True) if a is not b]
+        table = policy.patched(previous, status, drain, changed, servers)
+        assert table == desired(cfg, status, drain)
+        for key, vs in table.items():  # what did not change keeps its objects
+            for rs_key, entry in vs.real_servers.items():
+                if entry == previous[key].real_servers[rs_key]:
+                    assert entry is previous[key].real_servers[rs_key]
+            if vs == previous[key]:
+                assert vs.real_servers is previous[key].real_servers

@@ -3,6 +3,10 @@ only the difference (through plan() on the in-memory IPVS)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from healthd.checkspec import ProbeResult, Reason
 from healthd.config import Config, parse_text
 from healthd.ipvs.fake import FakeIpvs
@@ -229,3 +233,30 @@ def test_the_desired_table_is_rebuilt_exactly_when_something_it_depends_on_chang
     assert retiring.drain_then_delete and retiring.spec.weight == 0
     assert rt.forget_departed({})  # it left the kernel
     assert b not in rt.desired(17.0)[VS].real_servers
+
+
+def test_after_verdicts_the_table_is_the_one_built_anew_and_only_they_are_computed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from healthd import policy
+
+    rt = Runtime(cfg(), now=0.0)
+    feed(rt, {"192.168.1.1": True, "192.168.1.2": True})
+    rt.desired(now=2.0)
+    computed: list[str] = []
+    compute = policy.desired_real_server
+
+    def counting(vs: Any, rs: Any, *args: Any) -> Any:
+        computed.append(rs.name)
+        return compute(vs, rs, *args)
+
+    monkeypatch.setattr(policy, "desired_real_server", counting)
+    feed(rt, {"192.168.1.2": False})
+    table = rt.desired(now=3.0)
+    assert computed == ["b"]
+    fresh = policy.desired(rt.config, rt.book.status(), {})
+    assert table == fresh
+    computed.clear()
+    rt.set_override("web", "a", Override(OverrideKind.DRAIN, "ops"))  # not a verdict: all again
+    assert rt.desired(now=4.0)[VS].real_servers[RealServerKey("192.168.1.1", 80)].spec.weight == 0
+    assert sorted(computed) == ["a"]  # the basis still spares the unchanged ones

@@ -7,6 +7,9 @@ import pickle
 import subprocess
 import sys
 
+import pytest
+
+from healthd import state
 from healthd.checkspec import ProbeResult, Reason, ScriptCheck, TcpCheck
 from healthd.config import Config, parse_text
 from healthd.model import Health
@@ -276,3 +279,28 @@ virtual_servers:
     down = book.status()[("web", "c")]
     assert down.health is Health.DOWN and down.why == "tcp: connection refused"
     assert book.status()[("web", "a")] is a
+
+
+def test_the_book_tells_which_real_servers_changed_since_a_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    book = HealthBook.from_config(parse(ONE_REAL_SERVER_TWO_CHECKS))
+    (app, ssh) = (key for _, key in book.checks_of[("web", "a")])
+    start = book.version
+    assert book.changed_since(start) == []
+    book.record(ssh, ok("TCP connect 192.168.1.1:22: connected"))
+    assert book.changed_since(start) == []  # a check's verdict; the real server's is the same
+    book.record(app, ok("HTTP GET 192.168.1.1:80/healthz: status 200"))
+    assert book.changed_since(start) == [("web", "a")]
+    middle = book.version
+    book.record(app, fail("HTTP GET 192.168.1.1:80/healthz: status 503", Reason.STATUS))
+    assert book.changed_since(middle) == [("web", "a")]
+    assert book.changed_since(start) == [("web", "a")]  # each real server once
+    assert book.changed_since(book.version) == []
+    assert book.changed_since(book.version + 1) is None  # not one of its versions
+    # a long history: what is older than the journal keeps cannot be told
+    monkeypatch.setattr(state, "JOURNAL_KEPT", 4)
+    for i in range(6):
+        book.record(app, ok(f"status 200 ({i})") if i % 2 == 0 else fail(f"status 503 ({i})"))
+    assert book.changed_since(start) is None
+    assert book.changed_since(book.version - 1) == [("web", "a")]
