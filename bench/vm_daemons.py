@@ -43,9 +43,11 @@ from common import (
     conditions,
     cpu_seconds,
     log,
+    machine_busy_seconds,
     status_kb,
     stop_process,
     summary,
+    tcp_counter,
     write_json,
 )
 from configs import VIP, VPORT, healthd_config, keepalived_config
@@ -209,6 +211,10 @@ def detection(
     candidates = [p for p in range(BASE, BASE + n) if weights.get(p, 0) > 0]
     victims = rng.sample(candidates, min(kills, len(candidates)))
     failures = 0
+    # what the witness (this process: the dumps, in the kernel mostly) and the whole VM spend
+    # meanwhile, and the checks done: the daemon's rate during the kills
+    witness_cpu0, busy0 = time.process_time(), machine_busy_seconds()
+    opens0 = tcp_counter("PassiveOpens")
     while (victims or pending) and time.monotonic() - started < limit_s:
         now = time.monotonic()
         if victims and len(pending) < 3 and now >= next_kill:
@@ -238,6 +244,9 @@ def detection(
         sink.revive(port)
     elapsed = time.monotonic() - started
     return {
+        "witness_cpu_pct": 100 * (time.process_time() - witness_cpu0) / elapsed,
+        "machine_cpu_pct": 100 * (machine_busy_seconds() - busy0) / elapsed,
+        "checks_per_s": (tcp_counter("PassiveOpens") - opens0) / elapsed,
         "down_s": summary(down),
         "up_s": summary(up),
         "unfinished": failures,
@@ -489,6 +498,13 @@ def main() -> int:
                         f"sink {w['sink_cpu_pct']:.1f}%, RSS {result['peak_rss_total_kb']} kB, "
                         f"down p50 {det.get('p50')} p99 {det.get('p99')}"
                     )
+                    during = result.get("detection", {})
+                    if "witness_cpu_pct" in during:
+                        log(
+                            f"  during the kills: {during['checks_per_s']:.0f} checks/s, the "
+                            f"witness {during['witness_cpu_pct']:.0f}% of a vCPU, the VM "
+                            f"{during['machine_cpu_pct']:.0f}% (of 200)"
+                        )
     watch.close()
     return 0
 
