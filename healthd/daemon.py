@@ -60,6 +60,8 @@ class Daemon(Operations):
             log.warning("saved state: dropped %s", line)
         self._expiry: asyncio.TimerHandle | None = None
         self._drained: set[tuple[str, str]] = set()
+        self._overridden: set[RealServerId] = set()  # real servers with an override, last pass
+        self._states_counted_for: Config | None = None  # the config the last full count was of
         # settle the heap again once every probe has run (see _on_pass): scheduler.completed
         self._settle_at: int | None = None
         self.reconciler = Reconciler(
@@ -187,8 +189,19 @@ class Daemon(Operations):
         await asyncio.sleep(0)
         # states and the metrics' copy of them in one step: a health change handled between
         # the two would be overwritten by the older states until the next pass
-        states = self.states()  # once per pass: O(real servers)
-        self.metrics.refresh_states(states)  # metrics: overrides, drains, expiries since
+        states = self.states()
+        # metrics: overrides, drains, expiries since (health changes are counted as they
+        # come, in on_result): the real servers with an override now or at the last pass;
+        # every one after a reload or at the start (its first pass)
+        if self._states_counted_for is not self.config:
+            self.metrics.refresh_states(states)
+            self._states_counted_for = self.config
+        else:
+            shown = self._overridden | self.runtime.overrides.keys()
+            self.metrics.refresh_states(
+                {rs_id: states[rs_id] for rs_id in shown if rs_id in states}
+            )
+        self._overridden = set(self.runtime.overrides)
         await asyncio.sleep(0)
         # host: READY=1 after the first good pass, STATUS= summary
         self.host.on_pass(result, states, self.reconciler.ready.is_set())

@@ -73,6 +73,9 @@ class Runtime:
         self._desired_basis: policy.Basis | None = None
         self._basis_status: dict[RealServerId, policy.RealServerStatus] = {}
         self._desired_version = 0  # the book's version the desired table was computed at
+        self._states: dict[RealServerId, str] = {}  # health states, of _states_of's version
+        self._states_of: HealthBook | None = None
+        self._states_version = 0
         self._indexed: Config | None = None
         self._by_id: dict[RealServerId, tuple[VirtualServerConfig, RealServerConfig]] = {}
 
@@ -141,7 +144,7 @@ class Runtime:
         # health, then the few real servers an override shows otherwise (once per pass for
         # every real server: at 10 000 of them a walk per real server held the loop 10-20 ms)
         if only is None:
-            out = {rs_id: st.health.value for rs_id, st in status.items()}
+            out = dict(self._health_states())
         else:  # a health change: its real servers only
             out = {rs_id: status[rs_id].health.value for rs_id in only if rs_id in status}
         index = self.servers()
@@ -152,6 +155,21 @@ class Runtime:
                 seen = have.real_servers.get(rs.key) if have is not None else None
                 out[rs_id] = shown_state(status[rs_id].health, override, seen)
         return out
+
+    def _health_states(self) -> dict[RealServerId, str]:
+        """Every configured real server's health, as a state; kept, and brought up to date with
+        the real servers the book says changed (a walk over every one per pass was ~1 ms at
+        5 000 real servers on a fast CPU, tens in the test VM)."""
+        book = self.book
+        changed = book.changed_since(self._states_version) if self._states_of is book else None
+        status = book.status()
+        if changed is None:
+            self._states = {rs_id: st.health.value for rs_id, st in status.items()}
+        else:
+            for rs_id in changed:
+                self._states[rs_id] = status[rs_id].health.value
+        self._states_of, self._states_version = book, book.version
+        return self._states
 
     def servers(self) -> dict[RealServerId, tuple[VirtualServerConfig, RealServerConfig]]:
         """(virtual server, real server) names -> their config, for the current config (built

@@ -201,3 +201,44 @@ async def test_series_per_real_server_as_documented(tmp_path: Path, check: str) 
     numbers = [int(n) for n in re.findall(r"\|\s*\*\*(\d+)\*\*\s*\|", doc)]
     assert SERIES_PER_REAL_SERVER[check] in numbers
     assert SERIES_PER_VIRTUAL_SERVER in numbers
+
+
+async def test_state_changes_an_override_brings_are_counted_at_the_next_pass(
+    tmp_path: Path,
+) -> None:
+    """Health changes are counted as they come; what an override shows (draining, drained when
+    the kernel counts no connection left, back to up when it is lifted) is counted by the pass
+    that follows, not only at the next scrape: the time of the change is the pass's."""
+    from healthd.checkspec import ProbeResult, Reason
+    from healthd.overrides import Override, OverrideKind
+
+    kernel = FakeIpvs()
+    daemon = Daemon(parse_text(daemon_config(tmp_path, "{type: tcp}", 3), "test.yaml"), kernel)
+    for key in daemon.book.probes:
+        for _ in range(3):
+            daemon.on_result(key, ProbeResult(True, Reason.OK, "connected", 0.001))
+    assert (await daemon.reconciler.reconcile_once()).ok
+    rs1 = RealServerKey("192.168.1.1", 80)
+    vs = VirtualServerKey.for_address(Protocol.TCP, "10.0.0.1", 80)
+    kernel.set_connections(vs, rs1, active=2, inactive=0)
+
+    def counted(rs: str) -> tuple[str, dict[str, int]]:
+        """The state the metrics hold (no scrape), and its transitions so far."""
+        history = daemon.metrics.tracker.get(("web", rs))
+        assert history is not None
+        return history.state, dict(history.transitions or {})
+
+    before = {rs: counted(rs)[1] for rs in ("rs1", "rs2", "rs3")}
+    daemon.runtime.set_override("web", "rs1", Override(OverrideKind.DRAIN, "ops"))
+    daemon.runtime.set_override("web", "rs3", Override(OverrideKind.MAINT, "ops"))
+    assert (await daemon.reconciler.reconcile_once()).ok
+    assert counted("rs1")[0] == "draining" and counted("rs3")[0] == "maintenance"
+    kernel.set_connections(vs, rs1, active=0, inactive=0)
+    assert (await daemon.reconciler.reconcile_once()).ok
+    assert counted("rs1")[0] == "drained"
+    daemon.runtime.set_override("web", "rs1", None)
+    daemon.runtime.set_override("web", "rs3", None)
+    assert (await daemon.reconciler.reconcile_once()).ok
+    assert counted("rs1") == ("up", before["rs1"] | {"draining": 1, "drained": 1, "up": 2})
+    assert counted("rs3") == ("up", before["rs3"] | {"maintenance": 1, "up": 2})
+    assert counted("rs2") == ("up", before["rs2"])  # never changed: nothing counted

@@ -260,3 +260,26 @@ def test_after_verdicts_the_table_is_the_one_built_anew_and_only_they_are_comput
     rt.set_override("web", "a", Override(OverrideKind.DRAIN, "ops"))  # not a verdict: all again
     assert rt.desired(now=4.0)[VS].real_servers[RealServerKey("192.168.1.1", 80)].spec.weight == 0
     assert sorted(computed) == ["a"]  # the basis still spares the unchanged ones
+
+
+def test_every_real_servers_state_follows_verdicts_overrides_and_reloads() -> None:
+    """The states of all real servers are kept between calls and brought up to date: each
+    call still shows what the book, the overrides and the config say at that moment."""
+    rt = Runtime(cfg(), now=0.0)
+    fake = FakeIpvs()
+    assert rt.states({}, now=1.0) == {("web", "a"): "unknown", ("web", "b"): "unknown"}
+    feed(rt, {"192.168.1.1": True, "192.168.1.2": True})
+    assert rt.states({}, now=1.0) == {("web", "a"): "up", ("web", "b"): "up"}
+    feed(rt, {"192.168.1.2": False})
+    converge(rt, fake)
+    observed = fake.snapshot([VS])
+    shown = rt.states(observed, now=2.0)
+    assert shown == {("web", "a"): "up", ("web", "b"): "down"}
+    shown[("web", "a")] = "changed by a caller"  # each call's dict is the caller's own
+    rt.set_override("web", "a", Override(OverrideKind.MAINT, "ops", expires_at=5.0))
+    assert rt.states(observed, now=3.0) == {("web", "a"): "maintenance", ("web", "b"): "down"}
+    assert rt.states(observed, now=6.0) == {("web", "a"): "up", ("web", "b"): "down"}  # expired
+    rt.apply_config(cfg(**{"      - {name: b, address: 192.168.1.2, weight: 1}": ""}), now=7.0)
+    assert rt.states(observed, now=7.0) == {("web", "a"): "up"}
+    feed(rt, {"192.168.1.1": False})
+    assert rt.states(observed, now=8.0) == {("web", "a"): "down"}
