@@ -65,7 +65,7 @@ class _Counted(Protocol):
 _C = TypeVar("_C", bound=_Counted)
 
 # Entries of the book's journal of status changes kept; half is dropped past it.
-JOURNAL_KEPT = 4096
+JOURNAL_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
