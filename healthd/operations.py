@@ -9,7 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from healthd import __version__, config, scriptsec, statefile, status
+from healthd import __version__, config, memory, scriptsec, statefile, status
 from healthd.config.types import Config
 from healthd.overrides import Override, OverrideKind, next_expiry
 
@@ -186,6 +186,11 @@ def settle_heap() -> None:
     then).  They live as long as the config does; with thousands of real servers a full
     collection that walks them all stalls the event loop (and every probe due meanwhile) for
     tens of ms.  Frozen objects are still freed when nothing refers to them any more.
+
+    What building them left behind (the YAML parse, the first pass's thousands of operations
+    and log lines) is freed by then: its pages go back to the system (``memory.give_back``;
+    1.5-2 MB at 10 000 real servers, which glibc would otherwise keep).
     """
     gc.collect()
     gc.freeze()
+    memory.give_back()
