@@ -59,7 +59,7 @@ class TableReader:
             )
             real_servers: dict[RealServerKey, ObservedRealServer] = {}
             for dmsg in dests:
-                body = hash(memoryview(dmsg)[16:])  # no copy of the body
+                body = hash(dmsg[16:])  # a copy that dies at once: faster than a view
                 rs = previous.get(body)  # unchanged since the last dump: no decoding
                 work += 1
                 if rs is None:

@@ -64,6 +64,7 @@ IP_VS_SVC_F_PERSISTENT = 0x0001
 IP_VS_CONN_F_FWD_MASK = 0x0007
 
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_HEAD = struct.Struct("=IHHI")  # the same, without the pid
 GENLHDR = struct.Struct("=BBH")  # cmd, version, reserved
 NLA = struct.Struct("=HH")  # len, type
 _U16 = struct.Struct("=H")
@@ -297,19 +298,6 @@ def decode_dest(msg: bytes, service_af: int) -> ObservedRealServer:
     )
 
 
-def split_messages(data: bytes) -> list[tuple[int, int, int, bytes]]:
-    """The netlink messages of one datagram: [(type, flags, seq, message bytes)]."""
-    out = []
-    pos = 0
-    while pos + 16 <= len(data):
-        size, kind, flags, seq, _pid = NLMSGHDR.unpack_from(data, pos)
-        if size < 16:
-            break
-        out.append((kind, flags, seq, data[pos : pos + size]))
-        pos += (size + 3) & ~3
-    return out
-
-
 class Answer:
     """The answer to one request, fed the datagrams that came in until it is complete: its data
     messages, then an ACK or the end of a dump (``error`` 0) or the kernel's errno.  Messages of
@@ -323,17 +311,24 @@ class Answer:
         self.error: int | None = None  # None: not complete yet
 
     def feed(self, data: bytes) -> bool:
-        """Take one datagram; True once the answer is complete."""
-        for kind, _flags, seq, msg in split_messages(data):
-            if seq != self.seq:
-                continue
-            if kind == NLMSG_ERROR:
-                self.error = error_code(msg)
-                return True
-            if kind == NLMSG_DONE:
-                self.error = 0
-                return True
-            self.messages.append(msg)
+        """Take one datagram; True once the answer is complete.  One loop over its messages'
+        headers, nothing made for a message but its bytes (a dump of 5 000 real servers is
+        5 000 messages, read on every reconcile pass)."""
+        unpack, size_of, messages, ours = _HEAD.unpack_from, len(data), self.messages, self.seq
+        pos = 0
+        while pos + 16 <= size_of:
+            size, kind, _flags, seq = unpack(data, pos)
+            if size < 16:
+                break
+            if seq == ours:
+                if kind == NLMSG_ERROR:
+                    self.error = error_code(data[pos : pos + size])
+                    return True
+                if kind == NLMSG_DONE:
+                    self.error = 0
+                    return True
+                messages.append(data[pos : pos + size])
+            pos += (size + 3) & ~3
         return False
 
 
