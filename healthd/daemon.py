@@ -61,7 +61,6 @@ class Daemon(Operations):
         self._expiry: asyncio.TimerHandle | None = None
         self._drained: set[tuple[str, str]] = set()
         self._overridden: set[RealServerId] = set()  # real servers with an override, last pass
-        self._states_counted_for: Config | None = None  # the config the last full count was of
         # settle the heap again once every probe has run (see _on_pass): scheduler.completed
         self._settle_at: int | None = None
         self.reconciler = Reconciler(
@@ -190,17 +189,11 @@ class Daemon(Operations):
         # states and the metrics' copy of them in one step: a health change handled between
         # the two would be overwritten by the older states until the next pass
         states = self.states()
-        # metrics: overrides, drains, expiries since (health changes are counted as they
-        # come, in on_result): the real servers with an override now or at the last pass;
-        # every one after a reload or at the start (its first pass)
-        if self._states_counted_for is not self.config:
-            self.metrics.refresh_states(states)
-            self._states_counted_for = self.config
-        else:
-            shown = self._overridden | self.runtime.overrides.keys()
-            self.metrics.refresh_states(
-                {rs_id: states[rs_id] for rs_id in shown if rs_id in states}
-            )
+        # metrics: overrides, drains, expiries since, for the real servers with an override
+        # now or at the last pass (health changes are counted as they come, in on_result;
+        # every real server at the start and after a reload, in Metrics.sync_series)
+        shown = self._overridden | self.runtime.overrides.keys()
+        self.metrics.refresh_states({rs_id: states[rs_id] for rs_id in shown if rs_id in states})
         self._overridden = set(self.runtime.overrides)
         await asyncio.sleep(0)
         # host: READY=1 after the first good pass, STATUS= summary

@@ -118,6 +118,8 @@ class Runtime:
             self.last_desired = policy.patched(
                 self.last_desired, status, active, changed, self.servers()
             )
+            # the basis must say what each entry was computed from: a status that changed
+            # back later would otherwise reuse the patched entry as if it were its own
             for rs_id in changed:
                 self._basis_status[rs_id] = status[rs_id]
         else:

@@ -14,6 +14,7 @@ from healthd import policy, reconciler
 from healthd.config import parse_text
 from healthd.ipvs.errors import IpvsInvalid, IpvsTransient
 from healthd.ipvs.fake import FakeIpvs
+from healthd.ipvs.port import IpvsPort
 from healthd.model import (
     AddRealServer,
     AddVirtualServer,
@@ -520,12 +521,21 @@ class LoggingPort:
         return None
 
 
-async def test_a_verdict_reaches_the_kernel_before_the_pass_reads_it() -> None:
-    fake = FakeIpvs()
-    port = LoggingPort(fake)
+async def settled(
+    port: IpvsPort,
+) -> tuple[Reconciler, dict[tuple[str, str], RealServerStatus]]:
+    """A reconciler whose first pass built the table, both real servers up; their statuses,
+    to change."""
     status = {("web", "web-1"): UP, ("web", "web-2"): UP}
     rec = Reconciler(port=port, desired=CachedDesired(status), interval_s=0.2)
     await rec.reconcile_once()
+    return rec, status
+
+
+async def test_a_verdict_reaches_the_kernel_before_the_pass_reads_it() -> None:
+    fake = FakeIpvs()
+    port = LoggingPort(fake)
+    rec, status = await settled(port)
     port.calls.clear()
     status[("web", "web-2")] = DOWN
     result = await rec.reconcile_once()
@@ -541,9 +551,7 @@ async def test_a_verdict_reaches_the_kernel_before_the_pass_reads_it() -> None:
 async def test_a_verdict_that_comes_during_the_read_is_applied_by_that_pass() -> None:
     fake = FakeIpvs()
     port = LoggingPort(fake)
-    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
-    rec = Reconciler(port=port, desired=CachedDesired(status), interval_s=0.2)
-    await rec.reconcile_once()
+    rec, status = await settled(port)
     port.during_dump.append(lambda: status.update({("web", "web-1"): DOWN}))
     result = await rec.reconcile_once()
     assert [str(op) for op in result.applied] == [
@@ -557,9 +565,7 @@ async def test_a_snapshot_the_kernel_no_longer_matches_is_repaired_by_the_same_p
     applied from the snapshot (its edit finds it gone and adds it back); the read that follows
     repairs web-1."""
     fake = FakeIpvs()
-    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
-    rec = Reconciler(port=fake, desired=CachedDesired(status), interval_s=0.2)
-    await rec.reconcile_once()
+    rec, status = await settled(fake)
     fake.apply_now(DeleteRealServer(VS, RS2))
     fake.apply_now(EditRealServer(VS, RealServerSpec(RS1, Forwarding.NAT, 9)))
     status[("web", "web-2")] = DOWN
@@ -572,9 +578,7 @@ async def test_a_snapshot_the_kernel_no_longer_matches_is_repaired_by_the_same_p
 async def test_an_early_operation_that_fails_is_planned_again_after_the_read() -> None:
     fake = FakeIpvs()
     port = FlakyPort(fake, EditRealServer, IpvsTransient("ENOBUFS (No buffer space available)"))
-    status = {("web", "web-1"): UP, ("web", "web-2"): UP}
-    rec = Reconciler(port=port, desired=CachedDesired(status), interval_s=0.2)
-    await rec.reconcile_once()
+    rec, status = await settled(port)
     status[("web", "web-2")] = DOWN
     result = await rec.reconcile_once()
     assert weights(fake)["192.168.1.102:80"] == 0  # the pass's own plan applied it

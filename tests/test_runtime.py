@@ -283,3 +283,18 @@ def test_every_real_servers_state_follows_verdicts_overrides_and_reloads() -> No
     assert rt.states(observed, now=7.0) == {("web", "a"): "up"}
     feed(rt, {"192.168.1.1": False})
     assert rt.states(observed, now=8.0) == {("web", "a"): "down"}
+
+
+def test_a_verdict_that_changes_back_while_an_override_is_set_is_not_taken_from_the_patch() -> None:
+    """b goes down (the table is patched), then comes back up while an override is set on a:
+    the table computed anew must show b up again, not the patched entry."""
+    rt = Runtime(cfg(), now=0.0)
+    feed(rt, {"192.168.1.1": True, "192.168.1.2": True})
+    a, b = RealServerKey("192.168.1.1", 80), RealServerKey("192.168.1.2", 80)
+    rt.desired(now=2.0)
+    feed(rt, {"192.168.1.2": False})
+    assert rt.desired(now=3.0)[VS].real_servers[b].spec.weight == 0  # patched
+    feed(rt, {"192.168.1.2": True})
+    rt.set_override("web", "a", Override(OverrideKind.DRAIN, "ops"))
+    table = rt.desired(now=4.0)[VS].real_servers
+    assert (table[a].spec.weight, table[b].spec.weight) == (0, 1)
