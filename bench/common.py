@@ -99,6 +99,34 @@ def tcp_counter(name: str) -> int:
     return int(heads[1][heads[0].index(name)])
 
 
+NET_COUNTERS = (
+    "ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPBacklogDrop", "TCPSynRetrans",
+    "TCPTimeouts",
+)  # fmt: skip
+
+
+def net_counters() -> dict[str, int]:
+    """Where packets of a check may be lost in this network namespace: the per-CPU input
+    backlog's drops and squeezes (/proc/net/softnet_stat: loopback and the dummy interface
+    deliver through it), a listener's full queues and SYNs sent again (/proc/net/netstat)."""
+    out = {"softnet_dropped": 0, "softnet_squeezed": 0}
+    for line in Path("/proc/net/softnet_stat").read_text().splitlines():
+        cols = line.split()
+        out["softnet_dropped"] += int(cols[1], 16)
+        out["softnet_squeezed"] += int(cols[2], 16)
+    lines = [ln.split() for ln in Path("/proc/net/netstat").read_text().splitlines()]
+    heads = [ln for ln in lines if ln[0] == "TcpExt:"]
+    values = dict(zip(heads[0][1:], heads[1][1:], strict=True))
+    for name in NET_COUNTERS:
+        out[name] = int(values.get(name, 0))
+    out["RetransSegs"] = tcp_counter("RetransSegs")
+    return out
+
+
+def counters_change(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {name: after[name] - before.get(name, 0) for name in after}
+
+
 class CpuWindow:
     """CPU time of a set of processes and PassiveOpens over a window of wall time."""
 

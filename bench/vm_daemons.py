@@ -41,9 +41,11 @@ from common import (
     Sink,
     children_of,
     conditions,
+    counters_change,
     cpu_seconds,
     log,
     machine_busy_seconds,
+    net_counters,
     status_kb,
     stop_process,
     summary,
@@ -61,7 +63,7 @@ def sh(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
-def setup_guest() -> None:
+def setup_guest(netdev_max_backlog: int | None) -> None:
     subprocess.run(["ip", "link", "del", "rsnet"], capture_output=True)
     sh("ip", "link", "add", "rsnet", "type", "dummy")
     sh("ip", "addr", "add", f"{RS_ADDR}/32", "dev", "rsnet")
@@ -69,6 +71,8 @@ def setup_guest() -> None:
     Path("/proc/sys/net/ipv4/ip_local_port_range").write_text("32768 65000\n")
     Path("/proc/sys/net/ipv4/tcp_tw_reuse").write_text("1\n")
     Path("/proc/sys/net/core/somaxconn").write_text("4096\n")
+    if netdev_max_backlog is not None:  # the per-CPU input queue loopback delivers through
+        Path("/proc/sys/net/core/netdev_max_backlog").write_text(f"{netdev_max_backlog}\n")
 
 
 class Daemon:
@@ -215,8 +219,15 @@ def detection(
     # meanwhile, and the checks done: the daemon's rate during the kills
     witness_cpu0, busy0 = time.process_time(), machine_busy_seconds()
     opens0 = tcp_counter("PassiveOpens")
+    # where a check's packets may be lost, once a second: to match false timeouts with
+    net0 = net_counters()
+    net_series: list[dict[str, Any]] = []
+    next_net = started
     while (victims or pending) and time.monotonic() - started < limit_s:
         now = time.monotonic()
+        if now >= next_net:
+            net_series.append({"t": time.time(), **counters_change(net0, net_counters())})
+            next_net = now + 1.0
         if victims and len(pending) < 3 and now >= next_kill:
             port = victims.pop()
             sink.kill(port)
@@ -247,6 +258,8 @@ def detection(
         "witness_cpu_pct": 100 * (time.process_time() - witness_cpu0) / elapsed,
         "machine_cpu_pct": 100 * (machine_busy_seconds() - busy0) / elapsed,
         "checks_per_s": (tcp_counter("PassiveOpens") - opens0) / elapsed,
+        "net": counters_change(net0, net_counters()),
+        "net_series": net_series,
         "down_s": summary(down),
         "up_s": summary(up),
         "unfinished": failures,
@@ -338,7 +351,11 @@ def down_path(events: Path, victims: list[dict[str, Any]]) -> dict[str, Any]:
         to_verdict.append(verdict - victim["kill"])
         to_kernel.append(ack - verdict)
         kernel_to_seen.append(victim["seen"] - ack)
+    killed = {victim["port"] for victim in victims}
+    false_downs = sorted(t for port, ts in verdicts.items() if port not in killed for t in ts)
     return {
+        "false_downs": len(false_downs),
+        "false_down_times": false_downs,
         "kill_to_verdict_s": summary(to_verdict),
         "verdict_to_kernel_s": summary(to_kernel),
         "kernel_to_seen_s": summary(kernel_to_seen),
@@ -364,6 +381,7 @@ def run_case(
     daemon = Daemon(kind, check_type, n, work, args)
     out: dict[str, Any] = {"daemon": kind, "check": check_type, "n": n}
     sampler = RssSampler(daemon.proc.pid, daemon.started)
+    net0 = net_counters()
     try:
         out["startup_s"] = wait_populated(watch, daemon, n, args.startup_limit)
         if out["startup_s"] is None:
@@ -405,6 +423,7 @@ def run_case(
                 out["during_kills"] = histogram_change(before, histograms())
             if daemon.events_path is not None and daemon.events_path.exists():
                 out["down_path"] = down_path(daemon.events_path, out["detection"]["victims"])
+        out["net"] = counters_change(net0, net_counters())
         out["main_rss_kb"] = sampler.finish()
         out["peak_rss_kb"] = {str(p): status_kb(p, "VmHWM") for p in daemon.pids()}
         out["peak_rss_total_kb"] = sum(out["peak_rss_kb"].values())
@@ -464,18 +483,27 @@ def main() -> int:
         choices=["reset", "graceful"],
         help="TCP check close (default: graceful)",
     )
+    parser.add_argument(
+        "--netdev-max-backlog", type=int,
+        help="set the guest's net.core.netdev_max_backlog (the kernel's default: 1000): the "
+        "per-CPU input queue every packet between the daemons and the sink goes through",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     if os.environ.get("HEALTHD_VM") != "1":
         print("vm_daemons.py runs inside the test VM (bench/run-all)", file=sys.stderr)
         return 2
-    setup_guest()
+    setup_guest(args.netdev_max_backlog)
     work = Path("/tmp/healthd-bench")
     work.mkdir(exist_ok=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)  # the daemons' logs are kept there
     watch = IpvsWatch()
     results: list[dict[str, Any]] = []
-    data = {"conditions": conditions(), "args": vars(args) | {"json": str(args.json)}}
+    backlog = int(Path("/proc/sys/net/core/netdev_max_backlog").read_text())
+    data = {
+        "conditions": conditions() | {"netdev_max_backlog": backlog},
+        "args": vars(args) | {"json": str(args.json)},
+    }
     data["args"]["sink"] = str(args.sink)
     for check_type in args.checks:
         for n in args.n:
@@ -505,6 +533,9 @@ def main() -> int:
                             f"witness {during['witness_cpu_pct']:.0f}% of a vCPU, the VM "
                             f"{during['machine_cpu_pct']:.0f}% (of 200)"
                         )
+                    if "net" in result:
+                        false = result.get("down_path", {}).get("false_downs")
+                        log(f"  packets lost over the case: {result['net']}; false downs {false}")
     watch.close()
     return 0
 
