@@ -18,6 +18,19 @@ VIP = "10.99.0.1"
 VPORT = 80
 
 
+def split(base: int, n: int, per_vs: int | None) -> list[tuple[int, range]]:
+    """The virtual servers' ports and each one's real servers' ports: all N behind VIP:VPORT
+    (``per_vs`` None), or ``per_vs`` to each of VIP:VPORT, VIP:VPORT+1, ..."""
+    size = per_vs or n
+    return [(VPORT + i, range(base + i * size, min(base + n, base + (i + 1) * size)))
+            for i in range((n + size - 1) // size)]  # fmt: skip
+
+
+def vport_of(port: int, base: int, per_vs: int | None) -> int:
+    """The virtual server's port of the real server on ``port`` (as ``split`` lays them out)."""
+    return VPORT if per_vs is None else VPORT + (port - base) // per_vs
+
+
 def healthd_config(
     path: Path,
     *,
@@ -39,6 +52,7 @@ def healthd_config(
     check_duration: str | None = None,
     events_file: Path | None = None,
     tcp_close: str | None = None,  # None: healthd's default (graceful)
+    per_vs: int | None = None,  # real servers per virtual server (None: all in one)
 ) -> Path:
     close = f", close: {tcp_close}" if tcp_close else ""
     check_line = f"{{type: tcp{close}}}" if check == "tcp" else "{type: http, path: /}"
@@ -58,25 +72,32 @@ def healthd_config(
         f"  check: {{interval: {interval_s}s, timeout: {timeout_s}s, rise: {rise}, fall: {fall},"
         f" initial_state: {initial_state}}}",
         "virtual_servers:",
-        "  - name: bench",
-        f"    address: {VIP}",
-        f"    port: {VPORT}",
-        "    scheduler: wrr",
-        "    forwarding: nat",
-        "    on_failure: inhibit",
-        f"    checks: [{check_line}]",
-        "    real_servers:",
     ]
-    lines += [
-        f"      - {{name: rs{p}, address: {addr}, port: {p}, weight: 1}}"
-        for p in range(base, base + n)
-    ]
+    for vport, ports in split(base, n, per_vs):
+        lines += [
+            f"  - name: bench{'' if vport == VPORT else vport}",
+            f"    address: {VIP}",
+            f"    port: {vport}",
+            "    scheduler: wrr",
+            "    forwarding: nat",
+            "    on_failure: inhibit",
+            f"    checks: [{check_line}]",
+            "    real_servers:",
+        ]
+        lines += [f"      - {{name: rs{p}, address: {addr}, port: {p}, weight: 1}}" for p in ports]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def keepalived_config(
-    path: Path, *, addr: str, base: int, n: int, check: str, delay_loop: int = 1
+    path: Path,
+    *,
+    addr: str,
+    base: int,
+    n: int,
+    check: str,
+    delay_loop: int = 1,
+    per_vs: int | None = None,
 ) -> Path:
     if check == "tcp":
         checker = "TCP_CHECK { connect_timeout 1 retry 1 delay_before_retry 1 }"
@@ -85,21 +106,20 @@ def keepalived_config(
             "HTTP_GET { url { path / status_code 200 } connect_timeout 1 retry 1 "
             "delay_before_retry 1 }"
         )
-    lines = [
-        "global_defs {",
-        "  router_id healthd-bench",
-        "}",
-        f"virtual_server {VIP} {VPORT} {{",
-        f"  delay_loop {delay_loop}",
-        "  lvs_sched wrr",
-        "  lvs_method NAT",
-        "  protocol TCP",
-    ]
-    lines += [
-        f"  real_server {addr} {p} {{ weight 1\n    inhibit_on_failure\n    {checker}\n  }}"
-        for p in range(base, base + n)
-    ]
-    lines.append("}")
+    lines = ["global_defs {", "  router_id healthd-bench", "}"]
+    for vport, ports in split(base, n, per_vs):
+        lines += [
+            f"virtual_server {VIP} {vport} {{",
+            f"  delay_loop {delay_loop}",
+            "  lvs_sched wrr",
+            "  lvs_method NAT",
+            "  protocol TCP",
+        ]
+        lines += [
+            f"  real_server {addr} {p} {{ weight 1\n    inhibit_on_failure\n    {checker}\n  }}"
+            for p in ports
+        ]
+        lines.append("}")
     path.write_text("\n".join(lines) + "\n")
     return path
 

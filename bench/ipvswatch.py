@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import struct
+from collections.abc import Iterable
 
 NETLINK_GENERIC = 16
 GENL_ID_CTRL = 0x10
@@ -140,12 +141,15 @@ class IpvsWatch:
         return int(struct.unpack_from("=I", blob, at + 20)[0])
 
 
-def check(watch: IpvsWatch, vip: str, vport: int, ipvsadm_text: str) -> None:
-    """Compare the fast reading with ``ipvsadm -Ln`` output (raises AssertionError)."""
+def check(watch: IpvsWatch, vip: str, vports: Iterable[int], ipvsadm_text: str) -> None:
+    """Compare the fast reading of these virtual servers (every one in the table: the ports of
+    their real servers are distinct) with ``ipvsadm -Ln`` output (raises AssertionError)."""
     expected: dict[int, int] = {}
     for line in ipvsadm_text.splitlines():
         parts = line.split()
         if parts and parts[0] == "->" and ":" in parts[1] and parts[1] != "RemoteAddress:Port":
             expected[int(parts[1].rsplit(":", 1)[1])] = int(parts[3])
-    got = watch.weights(vip, vport)
+    got: dict[int, int] = {}
+    for vport in vports:
+        got.update(watch.weights(vip, vport))
     assert got == expected, f"ipvswatch disagrees with ipvsadm: {len(got)} vs {len(expected)}"

@@ -50,15 +50,32 @@ def vm_runs(results: Path) -> list[dict[str, Any]]:
     for path in sorted(results.glob("vm-*.json")):
         data = load(path)
         if data and path.name != "vm-netlink.json":
-            runs += [dict(r, source=path.name) for r in data["runs"]]
+            per_vs = data["args"].get("per_vs")  # what the case's result says, if it does
+            runs += [dict({"per_vs": per_vs} | r, source=path.name) for r in data["runs"]]
     return runs
 
 
-def pick(runs: list[dict[str, Any]], daemon: str, check: str, n: int) -> dict[str, Any] | None:
+# (N, real servers per virtual server): all N behind one virtual server, and since the
+# sixteenth pass N = 5000 split into virtual servers of 100 as well (vm_daemons.py
+# --real-servers-per-virtual-server: the witness dumps only the killed backends' ones)
+LAYOUTS: tuple[tuple[int, int | None], ...] = ((100, None), (1000, None), (5000, None), (5000, 100))
+
+
+def layout(n: int, per_vs: int | None) -> str:
+    return str(n) if per_vs is None else f"{n} ({-(-n // per_vs)} virtual servers of {per_vs})"
+
+
+def pick(
+    runs: list[dict[str, Any]], daemon: str, check: str, n: int, per_vs: int | None = None
+) -> dict[str, Any] | None:
     found = [
         r
         for r in runs
-        if r["daemon"] == daemon and r["check"] == check and r["n"] == n and "window" in r
+        if r["daemon"] == daemon
+        and r["check"] == check
+        and r["n"] == n
+        and r.get("per_vs") == per_vs
+        and "window" in r
     ]
     return found[-1] if found else None
 
@@ -69,11 +86,11 @@ def cpu_table(runs: list[dict[str, Any]]) -> list[str]:
     head += " | " + " | ".join(f"{DAEMONS[d]} / keepalived" for d in daemons[1:]) + " |"
     out = [head, "|" + "---|" * (2 + 2 * len(daemons) - 1)]
     for check in ("tcp", "http"):
-        for n in (100, 1000, 5000):
-            cells = {d: pick(runs, d, check, n) for d in daemons}
+        for n, per_vs in LAYOUTS:
+            cells = {d: pick(runs, d, check, n, per_vs) for d in daemons}
             if not any(cells.values()):
                 continue
-            row = f"| {check.upper()} | {n} | "
+            row = f"| {check.upper()} | {layout(n, per_vs)} | "
             row += " | ".join(
                 f"{fmt(c['window']['cpu_ms_per_check'], 3)} ({c['window']['checks_per_s']:.0f})"
                 if c
@@ -103,9 +120,9 @@ def detection_table(runs: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for check in ("tcp", "http"):
-        for n in (100, 1000, 5000):
+        for n, per_vs in LAYOUTS:
             for d in daemons:
-                r = pick(runs, d, check, n)
+                r = pick(runs, d, check, n, per_vs)
                 if not r or "detection" not in r:
                     continue
                 det = r["detection"]
@@ -113,7 +130,8 @@ def detection_table(runs: list[dict[str, Any]]) -> list[str]:
                 ok = down["n"] and down["p99"] <= BOUND_VM_S and not det["unfinished"]
                 late = f" (+{det['unfinished']} unfinished)" if det["unfinished"] else ""
                 out.append(
-                    f"| {check.upper()} | {n} | {DAEMONS[d]} | {fmt(down['p50'])} / "
+                    f"| {check.upper()} | {layout(n, per_vs)} | {DAEMONS[d]} | "
+                    f"{fmt(down['p50'])} / "
                     f"{fmt(down['p99'])} / {fmt(down['max'])} | {down['n']}{late}"
                     f" | {fmt(up['p50'])} / {fmt(up['p99'])} | {fmt(det['poll_period_s'], 3)} "
                     f"| {'yes' if ok else 'no'} |"

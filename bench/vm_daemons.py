@@ -52,7 +52,7 @@ from common import (
     tcp_counter,
     write_json,
 )
-from configs import VIP, VPORT, healthd_config, keepalived_config
+from configs import VIP, healthd_config, keepalived_config, split, vport_of
 from ipvswatch import IpvsWatch, check
 
 RS_ADDR = "10.200.0.1"
@@ -88,7 +88,12 @@ class Daemon:
         self.log = self.log_path.open("w")
         if kind == "keepalived":
             conf = keepalived_config(
-                work / "keepalived.conf", addr=RS_ADDR, base=BASE, n=n, check=check_type
+                work / "keepalived.conf",
+                addr=RS_ADDR,
+                base=BASE,
+                n=n,
+                check=check_type,
+                per_vs=args.per_vs,
             )
             argv = [
                 "keepalived", "--check", "--dont-fork", "--log-console", "--no-syslog",
@@ -109,6 +114,7 @@ class Daemon:
                 netlink="raw" if kind == "healthd" else "pyroute2",
                 events_file=self.events_path,
                 tcp_close=args.tcp_close,
+                per_vs=args.per_vs,
             )
             argv = [args.python, "-m", "healthd", "run", "-c", str(conf)]
         self.started = time.monotonic()
@@ -185,13 +191,16 @@ class RssSampler:
                 "series": self.samples[::4]}  # fmt: skip
 
 
-def wait_populated(watch: IpvsWatch, daemon: Daemon, n: int, limit_s: float) -> float | None:
+def wait_populated(
+    watch: IpvsWatch, daemon: Daemon, n: int, vports: list[int], limit_s: float
+) -> float | None:
     """Seconds from the daemon's start until all N destinations are in with weight > 0."""
     deadline = daemon.started + limit_s
     while time.monotonic() < deadline:
         if daemon.proc.poll() is not None:
             raise RuntimeError(f"{daemon.kind} exited: see {daemon.log_path}")
-        total, up = watch.weight_counts(VIP, VPORT)
+        counts = [watch.weight_counts(VIP, vport) for vport in vports]
+        total, up = sum(c[0] for c in counts), sum(c[1] for c in counts)
         if total == n and up == n:
             return time.monotonic() - daemon.started
         time.sleep(0.2)
@@ -199,9 +208,17 @@ def wait_populated(watch: IpvsWatch, daemon: Daemon, n: int, limit_s: float) -> 
 
 
 def detection(
-    watch: IpvsWatch, sink: Sink, n: int, kills: int, limit_s: float, rng: random.Random
+    watch: IpvsWatch,
+    sink: Sink,
+    n: int,
+    per_vs: int | None,
+    kills: int,
+    limit_s: float,
+    rng: random.Random,
 ) -> dict[str, Any]:
-    """Kill ``kills`` backends (at most 3 at a time, one more per second); time down and up."""
+    """Kill ``kills`` backends (at most 3 at a time, one more per second); time down and up.
+    Each poll dumps the virtual servers of the backends in flight (with ``per_vs``, only
+    those: the witness's CPU is the daemons' loss)."""
     pending: dict[int, dict[str, float]] = {}  # port -> {"kill": t, "down": t, "revive": t}
     down: list[float] = []
     up: list[float] = []
@@ -211,7 +228,9 @@ def detection(
     next_kill = started
     # Only real servers that are in the table with a weight count (a daemon that fell behind
     # at startup may not have added them all).
-    weights = watch.weights(VIP, VPORT)
+    weights: dict[int, int] = {}
+    for vport, _ in split(BASE, n, per_vs):
+        weights.update(watch.weights(VIP, vport))
     candidates = [p for p in range(BASE, BASE + n) if weights.get(p, 0) > 0]
     victims = rng.sample(candidates, min(kills, len(candidates)))
     failures = 0
@@ -234,11 +253,12 @@ def detection(
             pending[port] = {"kill": time.monotonic()}
             victims_wall.append({"port": port, "kill": time.time()})
             next_kill = now + 1.0
-        blob = b"".join(watch.dump_raw(VIP, VPORT))
+        vports = {vport_of(port, BASE, per_vs) for port in pending}
+        blobs = {vport: b"".join(watch.dump_raw(VIP, vport)) for vport in vports}
         seen = time.monotonic()
         polls += 1
         for port, times in list(pending.items()):
-            weight = watch.weight_of(blob, port)
+            weight = watch.weight_of(blobs[vport_of(port, BASE, per_vs)], port)
             if "down" not in times:
                 if weight is None or weight == 0:
                     times["down"] = seen
@@ -379,15 +399,16 @@ def run_case(
     subprocess.run(["ipvsadm", "-C"], check=True)
     sink = Sink(sink_bin, RS_ADDR, BASE, n, check_type, work)
     daemon = Daemon(kind, check_type, n, work, args)
-    out: dict[str, Any] = {"daemon": kind, "check": check_type, "n": n}
+    out: dict[str, Any] = {"daemon": kind, "check": check_type, "n": n, "per_vs": args.per_vs}
     sampler = RssSampler(daemon.proc.pid, daemon.started)
     net0 = net_counters()
     try:
-        out["startup_s"] = wait_populated(watch, daemon, n, args.startup_limit)
+        vports = [vport for vport, _ in split(BASE, n, args.per_vs)]
+        out["startup_s"] = wait_populated(watch, daemon, n, vports, args.startup_limit)
         if out["startup_s"] is None:
             log(f"  {kind} never had all {n} destinations up; measuring anyway")
         elif n <= 2000:
-            check(watch, VIP, VPORT, sh("ipvsadm", "-Ln"))
+            check(watch, VIP, vports, sh("ipvsadm", "-Ln"))
         if daemon.auto:  # past the move to workers, or the windows that would have made it
             out["moved_after_s"] = daemon.wait_moved(args.auto_limit)
             if out["moved_after_s"] is not None:
@@ -417,7 +438,7 @@ def run_case(
         if args.kills:
             before = histograms() if daemon.events_path is not None else {}
             out["detection"] = detection(
-                watch, sink, n, args.kills, args.detect_limit, random.Random(n)
+                watch, sink, n, args.per_vs, args.kills, args.detect_limit, random.Random(n)
             )
             if before:
                 out["during_kills"] = histogram_change(before, histograms())
@@ -487,6 +508,12 @@ def main() -> int:
         "--netdev-max-backlog", type=int,
         help="set the guest's net.core.netdev_max_backlog (the kernel's default: 1000): the "
         "per-CPU input queue every packet between the daemons and the sink goes through",
+    )  # fmt: skip
+    parser.add_argument(
+        "--real-servers-per-virtual-server", dest="per_vs", type=int,
+        help="split the N real servers into virtual servers of this many (VIP:80, VIP:81, ...; "
+        "default: all N in one); the witness then dumps only the virtual servers of the "
+        "backends killed",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
