@@ -41,6 +41,14 @@
  * besides errnos and TIMEOUT are the HTTP_* codes; a quiet HTTP check counts only successes
  * with the status it last reported (another status is reported: the metrics show the latest).
  *
+ * A check is timed out only after a last look at its socket (te_last_look): the kernel's
+ * TCP_INFO says when the socket last received, so a connect established, or a response head
+ * received, before the deadline counts although run() came round to it late (a loop busy
+ * elsewhere; a budget of events used up while more were ready, which an HTTP check's events
+ * that end nothing can do).  An HTTP connect found established late has its deadline moved on
+ * by the time it waited for this engine (te_connected_late): the real server has the request
+ * for as long as it would have had.
+ *
  * This file is the Python type (adding and removing targets, run(), the quiet counts);
  * _tcpengine_check.c is one check (the heaps, a connect, an HTTP exchange, how a check ends,
  * the timer); _tcpengine.h holds what the two share.
@@ -108,6 +116,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
     self->jitter = jitter;
     self->rng = seed ? seed : 1;
     self->armed_at = INFINITY;
+    self->end_at = NAN;
     self->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (self->epfd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -361,6 +370,7 @@ static PyObject *Engine_run(Engine *self, PyObject *args) {
             code = getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? errno : err;
         }
         if (code == 0 && t->request) { /* connected: the request goes out */
+            te_connected_late(self, slot, now);
             if (te_http_send(self, slot, results) < 0) goto error;
             continue;
         }
@@ -368,10 +378,13 @@ static PyObject *Engine_run(Engine *self, PyObject *args) {
         te_close_connect(self, slot, code == 0);
         if (te_finish(self, slot, code, now, results, NULL) < 0) goto error;
     }
-    /* connects past their deadline */
+    /* checks past their deadline: what their socket holds first */
     double expire_by = now + WAKE_SLACK_S;
     for (int top; PyList_GET_SIZE(results) < budget && (top = te_heap_top(&self->deadline)) >= 0 &&
                   self->targets[top].when <= expire_by;) {
+        int seen = te_last_look(self, top, results);
+        if (seen < 0) goto error;
+        if (seen) continue;
         te_heap_remove(self, &self->deadline, top);
         te_close_connect(self, top, 0);
         if (te_finish(self, top, TIMEOUT_CODE, now, results, NULL) < 0) goto error;

@@ -40,6 +40,8 @@
 #define TIMER_TAG UINT64_MAX
 #define SYN_SENT 2
 #define TCP_CLOSED 7
+#define TCP_IS_ESTABLISHED 1
+#define TCP_IS_CLOSE_WAIT 8
 
 /* IDLE: waiting in a due heap; the others: in the deadline heap, with a socket */
 enum { IDLE = 0, CONNECTING = 1, SENDING = 2, READING = 3 };
@@ -120,6 +122,7 @@ typedef struct {
     uint64_t ln;
     double lsum;
     int finished; /* checks finished by the latest run(), quiet ones included */
+    double end_at;  /* NAN, or when the check ending now ended (what the socket held at a last look) */
     int drain_at;  /* the slot where the next drain(limit) goes on */
 } Engine;
 
@@ -135,6 +138,8 @@ void te_close_connect(Engine *e, int slot, int connected);
 int te_start(Engine *e, int slot, double now, PyObject *results);
 int te_http_send(Engine *e, int slot, PyObject *results);
 int te_http_read(Engine *e, int slot, PyObject *results);
+int te_last_look(Engine *e, int slot, PyObject *results);
+void te_connected_late(Engine *e, int slot, double now);
 void te_forget_http(target_t *t);
 void te_rearm(Engine *e);
 

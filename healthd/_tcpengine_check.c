@@ -184,7 +184,7 @@ void te_close_connect(Engine *e, int slot, int connected) {
 static int end_now(Engine *e, int slot, int code, PyObject *results, PyObject *extra) {
     te_heap_remove(e, &e->deadline, slot);
     te_close_connect(e, slot, 0);
-    return te_finish(e, slot, code, te_now_s(), results, extra);
+    return te_finish(e, slot, code, isnan(e->end_at) ? te_now_s() : e->end_at, results, extra);
 }
 
 /* (Re)arm the check's socket for ``events`` (once). */
@@ -303,6 +303,59 @@ int te_http_read(Engine *e, int slot, PyObject *results) {
         if (t->buf_len - t->head_at > MAX_HEAD_BYTES)
             return end_now(e, slot, HTTP_HEAD_TOO_LONG, results, NULL);
     }
+}
+
+/* ---- what the kernel received before this engine looked ------------------------------ */
+
+/* When the socket last received (``data``: a segment with data; else an ACK, such as the
+ * SYN-ACK), on the engine's clock (the kernel says how many ms ago, in jiffies); INFINITY if
+ * it does not say.  ``state``: the TCP state, set when known. */
+static double received_at(int fd, int data, int *state) {
+    struct tcp_info info;
+    socklen_t len = sizeof info;
+    double now = te_now_s();
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0) return INFINITY;
+    *state = info.tcpi_state;
+    return now - (data ? info.tcpi_last_data_recv : info.tcpi_last_ack_recv) / 1000.0;
+}
+
+/* The deadline of ``slot`` passed: a last look at its socket before it is timed out.  What the
+ * kernel received before the deadline counts, although this engine had not got round to it (a
+ * loop busy elsewhere, a budget of events used up while more were ready): a connect established
+ * in time succeeds, a response head that had arrived in time is judged, each with the duration
+ * it took.  Returns 1 if the check ended here, 0 if it is to time out, -1 on a Python error. */
+int te_last_look(Engine *e, int slot, PyObject *results) {
+    target_t *t = &e->targets[slot];
+    if (t->state == SENDING || (t->state == CONNECTING && t->request))
+        return 0; /* the request is not out (all of it): no answer to look for */
+    int state = -1;
+    double at = received_at(t->fd, t->state == READING, &state);
+    if (at > t->when) return 0;
+    if (t->state == CONNECTING) {
+        if (state != TCP_IS_ESTABLISHED && state != TCP_IS_CLOSE_WAIT) return 0;
+        te_heap_remove(e, &e->deadline, slot);
+        te_close_connect(e, slot, 1);
+        return te_finish(e, slot, 0, at, results, NULL) < 0 ? -1 : 1;
+    }
+    e->end_at = at; /* READING: what came in by the deadline, judged as it would have been */
+    int rc = te_http_read(e, slot, results);
+    e->end_at = NAN;
+    if (rc < 0) return -1;
+    return t->state == READING ? 0 : 1; /* still reading: no whole head by the deadline */
+}
+
+/* An HTTP check's connect is found established (its request goes out now).  If this engine saw
+ * it late, the time it was established and not looked at is not the real server's: the
+ * deadline moves on by as much.  Only looked up past half the timeout (a syscall). */
+void te_connected_late(Engine *e, int slot, double now) {
+    target_t *t = &e->targets[slot];
+    if (now - t->start <= t->timeout / 2) return;
+    int state = -1;
+    double at = received_at(t->fd, 0, &state);
+    if (at >= now || at > t->when) return;
+    te_heap_remove(e, &e->deadline, slot);
+    t->when += now - at;
+    te_heap_push(e, &e->deadline, slot);
 }
 
 /* The check of ``slot`` goes on with socket ``fd`` (``registered``: in the epoll set) until it
