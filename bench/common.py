@@ -92,6 +92,18 @@ def status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def rollup_kb(pid: int, field: str) -> int:
+    """A ``kB`` line of /proc/PID/smaps_rollup (Pss: the process's share of its resident pages,
+    a page shared with N processes counted 1/N), 0 when absent."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def tcp_counter(name: str) -> int:
     """A Tcp counter of /proc/net/snmp (this network namespace), e.g. PassiveOpens."""
     lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()]

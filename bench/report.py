@@ -142,6 +142,7 @@ def detection_table(runs: list[dict[str, Any]]) -> list[str]:
 def rss_table(runs: list[dict[str, Any]]) -> list[str]:
     daemons = [d for d in DAEMONS if any(r["daemon"] == d for r in runs)]
     out = ["| N | " + " | ".join(f"{DAEMONS[d]} peak RSS (MB)" for d in daemons) + " |"]
+    # PSS: at the end of the case, each shared page counted once over the daemon's processes
     out.append("|---|" + "---|" * len(daemons))
     for n in (1000, 5000, 10000):
         cells = []
@@ -150,7 +151,13 @@ def rss_table(runs: list[dict[str, Any]]) -> list[str]:
                 r for r in runs if r["daemon"] == d and r["n"] == n and "peak_rss_total_kb" in r
             ]
             cells.append(
-                " / ".join(f"{r['peak_rss_total_kb'] / 1024:.1f}" for r in found) if found else NA
+                " / ".join(
+                    f"{r['peak_rss_total_kb'] / 1024:.1f}"
+                    + (f" (PSS {r['pss_total_kb'] / 1024:.1f})" if "pss_total_kb" in r else "")
+                    for r in found
+                )
+                if found
+                else NA
             )
         if any(c != NA for c in cells):
             out.append(f"| {n} | " + " | ".join(cells) + " |")

@@ -46,6 +46,7 @@ from common import (
     log,
     machine_busy_seconds,
     net_counters,
+    rollup_kb,
     status_kb,
     stop_process,
     summary,
@@ -448,6 +449,10 @@ def run_case(
         out["main_rss_kb"] = sampler.finish()
         out["peak_rss_kb"] = {str(p): status_kb(p, "VmHWM") for p in daemon.pids()}
         out["peak_rss_total_kb"] = sum(out["peak_rss_kb"].values())
+        # what the processes hold now, shared pages (the interpreter, libraries) counted once
+        out["pss_kb"] = {str(p): rollup_kb(p, "Pss") for p in daemon.pids()}
+        out["pss_total_kb"] = sum(out["pss_kb"].values())
+        out["rss_now_total_kb"] = sum(status_kb(p, "VmRSS") for p in daemon.pids())
         out["scheduled_per_s"] = n / 1.0
     finally:
         sampler.finish()
@@ -550,7 +555,8 @@ def main() -> int:
                         f"  startup {result['startup_s']}s, CPU {w['cpu_pct']:.1f}% "
                         f"(by process {list(w['cpu_pct_per_process'].values())}) "
                         f"{w['checks_per_s']:.0f} checks/s {w['cpu_ms_per_check']:.3f} ms/check, "
-                        f"sink {w['sink_cpu_pct']:.1f}%, RSS {result['peak_rss_total_kb']} kB, "
+                        f"sink {w['sink_cpu_pct']:.1f}%, RSS {result['peak_rss_total_kb']} kB "
+                        f"(now {result['rss_now_total_kb']}, PSS {result['pss_total_kb']}), "
                         f"down p50 {det.get('p50')} p99 {det.get('p99')}"
                     )
                     during = result.get("detection", {})
