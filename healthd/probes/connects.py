@@ -11,7 +11,9 @@ reader of the loop:
   each; a connect that succeeded (writable, no error, no hang-up) needs no ``SO_ERROR`` read;
 * timeouts: connects with the same timeout expire in the order they started, so each timeout
   has a FIFO queue and one loop timer serves its head (a finished connect is skipped when its
-  turn comes; the timer fires about once per timeout, not once per connect).
+  turn comes; the timer fires about once per timeout, not once per connect).  A connect past its
+  deadline is looked at once more (``tcp.connected_by``): if the kernel had established it by
+  then (the loop busy elsewhere, more sockets ready than one ``epoll_wait`` takes), it succeeds.
 
 A finished connect may leave its file descriptor number to a new socket registered in the same
 batch of events; each registration carries the batch it was made in, and events of an earlier
@@ -29,7 +31,7 @@ from typing import Generic, TypeVar
 from healthd.checkspec import ProbeResult, Reason
 from healthd.probes import timeout_result
 from healthd.probes.result import complete
-from healthd.probes.tcp import PendingConnect, close_socket, tcp_result
+from healthd.probes.tcp import PendingConnect, close_socket, connected_by, tcp_result
 
 T = TypeVar("T")
 DoneFn = Callable[[T, ProbeResult | None], None]  # (token, result; None when cancelled)
@@ -137,8 +139,12 @@ class ConnectWaiter(Generic[T]):
                 break
             queue.popleft()
             if waiting.waiter is not None:
+                # what the kernel did by the deadline counts, though the loop came round late
                 pending = waiting.pending
-                self._finish(waiting, timeout_result(pending.spec, pending.target, timeout_s))
+                result = connected_by(pending, waiting.deadline)
+                if result is None:
+                    result = timeout_result(pending.spec, pending.target, timeout_s)
+                self._finish(waiting, result)
         # A connect started by a callback above may have armed a timer for its own deadline:
         # the head's comes first.
         timer = self._timers.pop(timeout_s, None)

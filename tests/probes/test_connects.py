@@ -266,3 +266,30 @@ async def test_a_timer_firing_a_little_early_times_out_rather_than_spinning(
     assert result is not None and result.reason is Reason.TIMEOUT
     assert loop.armed == 1  # one timer, not one per turn of the loop until the deadline
     waiter.close()
+
+
+async def test_a_connect_established_by_its_deadline_succeeds_though_the_loop_came_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two connects come up at ~1 s (the SYN sent again); the loop is held past their 1.6 s
+    deadline, and one ``epoll_wait`` takes one socket: the other's timer fires first.  What the
+    kernel had established by the deadline counts."""
+    monkeypatch.setattr("healthd.probes.connects.MAX_EVENTS", 1)
+    listeners = [full_listener(1) for _ in range(2)]  # each queue full: the SYNs go unanswered
+    got: Got = []
+    waiter = recorder(got)
+    for token, (server, _) in zip("ab", listeners, strict=True):
+        waiter.wait(token, start(server.getsockname()[1]), 1.6)
+    for server, _ in listeners:
+        server.accept()[0].close()  # room: the SYNs sent again after ~1 s complete them
+    time.sleep(2.0)  # the loop held past the deadline
+    await until(lambda: len(got) == 2)
+    assert sorted((token, r is not None and r.ok) for token, r, _ in got) == [
+        ("a", True),
+        ("b", True),
+    ]
+    assert all(r is not None and r.duration_s > 0.9 for _, r, _ in got)  # the SYN sent again
+    waiter.close()
+    for server, fillers in listeners:
+        for sock in (server, *fillers):
+            sock.close()
