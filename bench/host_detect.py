@@ -66,6 +66,7 @@ from healthd.model import (
     AddRealServer,
     DeleteRealServer,
     DeleteVirtualServer,
+    Desired,
     EditRealServer,
     Health,
     Observed,
@@ -147,8 +148,10 @@ class RecordingPort:
         self.inner = inner
         self.recorder = recorder
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
-        return await self.inner.dump(keys)
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
+        return await self.inner.dump(keys, like)
 
     async def apply(self, op: Op) -> None:
         await self.inner.apply(op)

@@ -196,7 +196,7 @@ class Reconciler:
         keys = desired.keys()
         try:
             async with asyncio.timeout(self._op_timeout_s):
-                observed = await self._port.dump(keys)
+                observed = await self._port.dump(keys, desired)
         except (IpvsError, TimeoutError, OSError) as exc:
             message = f"reading the IPVS table failed: {exc or type(exc).__name__}"
             log.error("%s; retrying", message)
@@ -230,7 +230,7 @@ class Reconciler:
             fresh = False
             with contextlib.suppress(IpvsError, TimeoutError, OSError):
                 async with asyncio.timeout(self._op_timeout_s):
-                    self.observed = await self._port.dump(keys)
+                    self.observed = await self._port.dump(keys, desired)
                     fresh = True
         ok = not failed and not early_failed
         self._planned = desired if ok and fresh else None

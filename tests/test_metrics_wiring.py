@@ -107,7 +107,7 @@ class Flaky(FakeIpvs):
 
 
 class Hangs(FakeIpvs):
-    async def dump(self, keys: object) -> Observed:  # type: ignore[override]
+    async def dump(self, keys: object, like: object = None) -> Observed:  # type: ignore[override]
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
 

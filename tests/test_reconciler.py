@@ -19,6 +19,7 @@ from healthd.model import (
     AddRealServer,
     AddVirtualServer,
     DeleteRealServer,
+    Desired,
     DesiredRealServer,
     DesiredVirtualServer,
     EditRealServer,
@@ -146,8 +147,10 @@ class FlakyPort:
         self.fail = fail
         self.error: Exception | None = error
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
-        return await self.inner.dump(keys)
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
+        return await self.inner.dump(keys, like)
 
     async def apply(self, op: Op) -> None:
         if isinstance(op, self.fail) and self.error is not None:
@@ -251,11 +254,13 @@ class ExplodingPort(FlakyPort):
         super().__init__(inner, AddRealServer, IpvsTransient("unused"))
         self.exploded = False
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
         if not self.exploded:
             self.exploded = True
             raise KeyError("unexpected attribute in a dump")
-        return await self.inner.dump(keys)
+        return await self.inner.dump(keys, like)
 
     async def apply(self, op: Op) -> None:
         await self.inner.apply(op)
@@ -342,8 +347,10 @@ class RacingPort:
         self.inner = inner
         self.edit: Op | None = edit
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
-        observed = await self.inner.dump(keys)
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
+        observed = await self.inner.dump(keys, like)
         if self.edit is not None:
             self.inner.apply_now(self.edit)
             self.edit = None
@@ -506,12 +513,14 @@ class LoggingPort:
         self.calls: list[str] = []
         self.during_dump: list[Callable[[], None]] = []
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
         self.calls.append("dump")
         for action in self.during_dump:
             action()
         self.during_dump.clear()
-        return await self.inner.dump(keys)
+        return await self.inner.dump(keys, like)
 
     async def apply(self, op: Op) -> None:
         self.calls.append(str(op))

@@ -212,7 +212,7 @@ class FailsFirstDump(FakeIpvs):
 
     failed = False
 
-    async def dump(self, keys: object) -> Observed:  # type: ignore[override]
+    async def dump(self, keys: object, like: object = None) -> Observed:  # type: ignore[override]
         if not self.failed:
             self.failed = True
             raise IpvsTransient("ENOBUFS")

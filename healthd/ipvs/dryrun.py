@@ -10,7 +10,7 @@ from collections.abc import Collection
 
 from healthd.ipvs.fake import FakeIpvs
 from healthd.ipvs.port import IpvsPort
-from healthd.model import Observed, Op, VirtualServerKey
+from healthd.model import Desired, Observed, Op, VirtualServerKey
 
 
 class DryRunIpvs:
@@ -28,8 +28,10 @@ class DryRunIpvs:
         finally:
             await kernel.close()
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
-        return await self._shadow.dump(keys)
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
+        return await self._shadow.dump(keys, like)
 
     async def apply(self, op: Op) -> None:
         await self._shadow.apply(op)

@@ -16,6 +16,7 @@ from healthd.model import (
     AddVirtualServer,
     DeleteRealServer,
     DeleteVirtualServer,
+    Desired,
     EditRealServer,
     EditVirtualServer,
     Forwarding,
@@ -47,7 +48,9 @@ class FakeIpvs:
 
     # ---- IpvsPort --------------------------------------------------------------------------
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
         self.dumps += 1
         return self.snapshot(keys)
 

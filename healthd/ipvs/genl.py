@@ -33,6 +33,7 @@ from healthd.ipvs.errors import (
     from_errno,
 )
 from healthd.model import (
+    Desired,
     Observed,
     Op,
     VirtualServerKey,
@@ -68,8 +69,10 @@ class GenlIpvs:
             raise
         return adapter
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
-        return await self._reader.read(keys, self._dump_request)
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
+        return await self._reader.read(keys, self._dump_request, like)
 
     async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> list[bytes]:
         return await self._request(cmd, c.NLM_F_DUMP, attrs, what)

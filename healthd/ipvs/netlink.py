@@ -48,6 +48,7 @@ from healthd.ipvs.errors import (
     from_errno,
 )
 from healthd.model import (
+    Desired,
     Observed,
     Op,
     VirtualServerKey,
@@ -80,9 +81,11 @@ class NetlinkIpvs:
             raise
         return adapter
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
         async with self._lock:
-            return await self._reader.read(keys, self._dump_request)
+            return await self._reader.read(keys, self._dump_request, like)
 
     async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> list[bytes]:
         return await self._send(what, cmd, genl_codec.NLM_F_DUMP, attrs)

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from healthd.ipvs.errors import IpvsExists, IpvsNotFound
 from healthd.ipvs.port import IpvsPort
-from healthd.model import Observed, Op, VirtualServerKey
+from healthd.model import Desired, Observed, Op, VirtualServerKey
 from healthd.reconciler import op_kind
 
 T = TypeVar("T")
@@ -44,8 +44,10 @@ class TimedPort:
         self._observe = observe
         self._clock = clock
 
-    async def dump(self, keys: Collection[VirtualServerKey]) -> Observed:
-        return await self._timed("dump", self.port.dump(keys))
+    async def dump(
+        self, keys: Collection[VirtualServerKey], like: Desired | None = None
+    ) -> Observed:
+        return await self._timed("dump", self.port.dump(keys, like))
 
     async def apply(self, op: Op) -> None:
         await self._timed(op_kind(op), self.port.apply(op))

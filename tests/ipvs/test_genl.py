@@ -30,6 +30,8 @@ from healthd.model import (
     AddVirtualServer,
     DeleteRealServer,
     DeleteVirtualServer,
+    DesiredRealServer,
+    DesiredVirtualServer,
     EditRealServer,
     EditVirtualServer,
     Forwarding,
@@ -426,6 +428,31 @@ async def test_an_unchanged_destination_is_not_decoded_again(
         assert third.spec.weight == 0 and len(decoded) == 2  # changed: decoded
     finally:
         kernel.close()
+
+
+async def test_a_dump_read_with_the_desired_table_at_hand_gives_the_kernels_values() -> None:
+    """With the desired table passed along, a real server the kernel holds as desired shares
+    the desired spec (one copy of it at 10 000 real servers, not two); one the kernel holds
+    otherwise keeps the kernel's weight, sharing only the key."""
+    as_desired = RealServerSpec(RealServerKey("192.168.1.101", 1000), Forwarding.NAT, 1)
+    otherwise = RealServerSpec(RealServerKey("192.168.1.101", 1001), Forwarding.NAT, 0)
+    like = {
+        VS: DesiredVirtualServer(
+            VirtualServerSpec(VS, "wrr"),
+            {s.key: DesiredRealServer(s) for s in (as_desired, otherwise)},
+        )
+    }
+    dests = [dest_message(1, 1000), dest_message(1, 1001)]  # the kernel: both of weight 1
+
+    async def request(cmd: int, attrs: bytes, what: str) -> list[bytes]:
+        return [service_message()] if cmd == c.CMD_GET_SERVICE else dests
+
+    shared = (await dumps.TableReader().read([VS], request, like))[VS].real_servers
+    alone = (await dumps.TableReader().read([VS], request))[VS].real_servers
+    assert shared == alone  # the same table, with or without the desired one
+    assert shared[otherwise.key].spec.weight == 1  # the kernel's, not the desired 0
+    assert shared[as_desired.key].spec is as_desired
+    assert shared[otherwise.key].spec.key is otherwise.key
 
 
 @pytest.mark.parametrize("spec", [RS, RS6])
