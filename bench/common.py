@@ -81,27 +81,26 @@ def sched_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def status_kb(pid: int, field: str) -> int:
-    """A ``kB`` line of /proc/PID/status (VmRSS, VmHWM), 0 when absent."""
+def _kb_line(path: str, field: str) -> int:
+    """The value of a ``Field:  N kB`` line of a /proc file, 0 when absent."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A ``kB`` line of /proc/PID/status (VmRSS, VmHWM), 0 when absent."""
+    return _kb_line(f"/proc/{pid}/status", field)
 
 
 def rollup_kb(pid: int, field: str) -> int:
     """A ``kB`` line of /proc/PID/smaps_rollup (Pss: the process's share of its resident pages,
     a page shared with N processes counted 1/N), 0 when absent."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _kb_line(f"/proc/{pid}/smaps_rollup", field)
 
 
 def tcp_counter(name: str) -> int:

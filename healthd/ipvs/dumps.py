@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import replace
 
 from healthd.ipvs import genl_codec
 from healthd.model import (
@@ -29,7 +30,6 @@ from healthd.model import (
     ObservedRealServer,
     ObservedVirtualServer,
     RealServerKey,
-    RealServerSpec,
     VirtualServerKey,
 )
 
@@ -91,16 +91,5 @@ def _sharing(
     wanted = known.get(rs.spec.key)
     if wanted is None:
         return rs
-    spec = wanted.spec
-    if spec != rs.spec:
-        got = rs.spec
-        spec = RealServerSpec(
-            spec.key, got.forwarding, got.weight, got.upper_threshold, got.lower_threshold
-        )
-    return ObservedRealServer(
-        spec,
-        rs.active_connections,
-        rs.inactive_connections,
-        rs.persistent_connections,
-        rs.stats,
-    )
+    spec = wanted.spec if wanted.spec == rs.spec else replace(rs.spec, key=wanted.spec.key)
+    return replace(rs, spec=spec)
