@@ -30,7 +30,10 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The text is written straight into a bytes object that grows as needed (realloc) and is cut
+ * to its length at the end: no copy of the whole at the end. */
 typedef struct {
+    PyObject *bytes; /* NULL until the first grow */
     char *data;
     Py_ssize_t len, cap;
 } buf_t;
@@ -39,12 +42,13 @@ static int grow(buf_t *b, Py_ssize_t need) {
     if (b->len + need <= b->cap) return 0;
     Py_ssize_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + need) cap *= 2;
-    char *data = PyMem_Realloc(b->data, (size_t)cap);
-    if (!data) {
-        PyErr_NoMemory();
-        return -1;
+    if (b->bytes == NULL) {
+        b->bytes = PyBytes_FromStringAndSize(NULL, cap);
+        if (!b->bytes) return -1;
+    } else if (_PyBytes_Resize(&b->bytes, cap) < 0) {
+        return -1; /* b->bytes is NULL now: freed */
     }
-    b->data = data;
+    b->data = PyBytes_AS_STRING(b->bytes);
     b->cap = cap;
     return 0;
 }
@@ -76,6 +80,36 @@ static inline int put_u64(buf_t *b, uint64_t v) {
 static int put_double(buf_t *b, double v) {
     if (isnan(v)) return put(b, "NaN", 3);
     if (isinf(v)) return v > 0 ? put(b, "+Inf", 4) : put(b, "-Inf", 4);
+    if (fabs(v) < 1e16 && v == (double)(long long)v) {
+        /* integral: repr writes the integer and ".0" below 1e16 (then "1e+16") */
+        long long x = (long long)v;
+        if (x < 0 || (x == 0 && signbit(v))) {
+            if (put(b, "-", 1) < 0) return -1;
+            x = -x;
+        }
+        if (put_u64(b, (uint64_t)x) < 0) return -1;
+        return put(b, ".0", 2);
+    }
+    if (fabs(v) < 5e11) {
+        /* a whole number of thousandths (healthd keeps its Unix times to the millisecond):
+         * its decimal digits, as repr writes them.  Below 2**39 two doubles are less than
+         * 0.0005 apart, so the three-decimal number closest to v is the only one that
+         * reads back as v; any other string that does needs a fourth decimal, so a digit
+         * more: this is the shortest, and repr writes the shortest. */
+        long long x = llround(v * 1000.0);
+        if ((double)x / 1000.0 == v) {
+            if (x < 0) {
+                if (put(b, "-", 1) < 0) return -1;
+                x = -x;
+            }
+            char frac[4] = {(char)('0' + x % 1000 / 100), (char)('0' + x % 100 / 10),
+                            (char)('0' + x % 10), 0};
+            Py_ssize_t digits = 3;
+            while (digits > 1 && frac[digits - 1] == '0') digits--;
+            if (put_u64(b, (uint64_t)(x / 1000)) < 0 || put(b, ".", 1) < 0) return -1;
+            return put(b, frac, digits);
+        }
+    }
     char *text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (!text) return -1;
     int rc = put(b, text, (Py_ssize_t)strlen(text));
@@ -108,9 +142,13 @@ static int put_number(buf_t *b, PyObject *v) {
 }
 
 static PyObject *done(buf_t *b, int ok) {
-    PyObject *out = ok ? PyBytes_FromStringAndSize(b->data ? b->data : "", b->len) : NULL;
-    PyMem_Free(b->data);
-    return out;
+    if (!ok) {
+        Py_XDECREF(b->bytes);
+        return NULL;
+    }
+    if (b->bytes == NULL) return PyBytes_FromStringAndSize("", 0);
+    if (_PyBytes_Resize(&b->bytes, b->len) < 0) return NULL;
+    return b->bytes;
 }
 
 /* Two sequences of the same length, as lists or tuples (a list or tuple is taken as it is). */

@@ -134,6 +134,19 @@ def test_every_configured_check_has_its_series_before_any_probe() -> None:
     assert labelled(s, "healthd_check_tls_cert_expiry_timestamp_seconds") == {}
 
 
+def test_the_timestamps_exported_are_unix_times_to_the_millisecond() -> None:
+    world = World()
+    world.wall = 1764900000.123456
+    metrics = world.metrics()
+    metrics.observe_probe([Subscriber("web", "a", "tcp")], probe(True))
+    counts = [0] * len(metrics.duration_buckets)
+    metrics.observe_successes([Subscriber("web", "b", "tcp")], 2, 0.006, counts, 1764900001.9876)
+    s = scrape(metrics)
+    assert get(s, "healthd_check_last_attempt_timestamp_seconds", **WEB_A) == 1764900000.123
+    web_b = {**WEB_A, "real_server": "b"}
+    assert get(s, "healthd_check_last_success_timestamp_seconds", **web_b) == 1764900001.988
+
+
 def test_a_shared_probe_counts_for_every_subscriber_with_its_reason_and_latest_values() -> None:
     world = World()
     metrics = world.metrics()

@@ -7,6 +7,7 @@ tests rather than skipping them."""
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -279,3 +280,19 @@ def test_present_keeps_the_series_that_have_a_value() -> None:
     blocks = ["a", "b", "c"]
     assert present(blocks, [1, 2, 3]) == (blocks, [1, 2, 3])
     assert present(blocks, [None, 0, None]) == (["b"], [0])
+
+
+def test_c_writes_every_float_as_repr_does_thousandths_and_whole_numbers_too() -> None:
+    """Timestamps are kept to the millisecond and written by a shortcut (``put_double``); it
+    and the general path must both say what ``repr`` says, at the shortcut's edges too."""
+    rng = random.Random(17)
+    edges = [0.0, -0.0, 0.001, -0.001, 0.0005, 0.1, 0.3, 0.999, 1.001, 99.999, 1e-7, 0.0001]
+    edges += [4.999e11, 5e11, -5e11, 2.0**39, 1e15, 1e16 - 2, 1e16, -1e16, 2.0**53, 3e20]
+    values = list(edges)
+    for _ in range(20000):
+        values.append(round(1764900000 + rng.random() * 1e6, 3))  # Unix times, as kept
+        values.append(rng.randint(-(10**15), 10**15) / 1000)  # any number of thousandths
+        values.append(float(rng.randint(-(10**17), 10**17)))  # whole numbers, big ones too
+        values.append(rng.random() * 10 ** rng.randint(-10, 20))  # anything else
+    lines = _exposition.column(b"m{", ["x"] * len(values), values).decode().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [repr(v) for v in values]
