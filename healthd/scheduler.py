@@ -35,7 +35,7 @@ from typing import Protocol
 
 from healthd.checkspec import CheckSpec, HttpCheck, ProbeResult, Reason, Target, TcpCheck
 from healthd.histogram import DELAY_BUCKETS_S
-from healthd.probes import native, run_probe, timeout_result
+from healthd.probes import native, probe_http_within, run_probe, timeout_result
 from healthd.probes.connects import ConnectWaiter, Waiting
 from healthd.probes.tcp import tcp_start
 from healthd.state import ProbeKey
@@ -295,7 +295,14 @@ class Scheduler:
 
     async def probe_once(self, key: ProbeKey) -> ProbeResult:
         """One probe with its timeout; never raises except CancelledError."""
-        return await self._guarded(key, self._probe(key.spec, key.target), time.monotonic())
+        started = time.monotonic()
+        spec = key.spec
+        if self._probe is run_probe and isinstance(spec, HttpCheck):
+            try:  # its own deadline, with a last look at the socket (probes/lastlook.py)
+                return await probe_http_within(spec, key.target, key.timing.timeout_s)
+            except Exception as exc:
+                return self._crashed(key, exc, started)
+        return await self._guarded(key, self._probe(spec, key.target), started)
 
     def hold(self, held: bool) -> None:
         """Start no probe while held (back-pressure: nobody can take results now).

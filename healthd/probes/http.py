@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 import time
 from dataclasses import replace
@@ -13,6 +14,7 @@ import h11
 
 from healthd.checkspec import HttpCheck, ProbeResult, Reason, Target
 from healthd.probes.http_lean import probe_status
+from healthd.probes.lastlook import Look
 from healthd.probes.matchers import (
     body_matches,
     body_mismatch_text,
@@ -24,6 +26,7 @@ from healthd.probes.matchers import (
 from healthd.probes.result import classify_os_error, complete
 
 _READ_SIZE = 65536
+_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _CLOSE_WAIT_S = 0.2  # how long a clean close (TLS close_notify) may take before we abort
 
 # The only module state: SSL contexts by (verify, ca_file); building one is expensive.
@@ -183,8 +186,9 @@ def request_bytes(spec: HttpCheck, target: Target) -> bytes:
     return data
 
 
-async def probe_http(spec: HttpCheck, target: Target) -> ProbeResult:
-    """One HTTP(S) request; ok iff the status (and the body, if asked) matched."""
+async def probe_http(spec: HttpCheck, target: Target, look: Look | None = None) -> ProbeResult:
+    """One HTTP(S) request; ok iff the status (and the body, if asked) matched (``look``: the
+    deadline's last look at the socket, ``lastlook.py``)."""
     start = time.monotonic()
     port = target.port if spec.port is None else spec.port
     if lean_http(spec):  # the status decides
@@ -192,7 +196,7 @@ async def probe_http(spec: HttpCheck, target: Target) -> ProbeResult:
             request = request_bytes(spec, target)
         except h11.LocalProtocolError as exc:
             return complete(spec, target, start, Reason.ERROR, f"invalid request: {exc}")
-        return await probe_status(spec, target, port, request, start)
+        return await probe_status(spec, target, port, request, start, look)
     conn = h11.Connection(h11.CLIENT)
     try:
         request = conn.send(build_request(spec, target)) or b""
@@ -207,10 +211,16 @@ async def probe_http(spec: HttpCheck, target: Target) -> ProbeResult:
     not_after: float | None = None  # TLS certificate expiry
     writer: asyncio.StreamWriter | None = None
     graceful = False
+    sock: socket.socket | None = None
     try:
+        sock = socket.socket(socket.AF_INET6 if ":" in target.address else socket.AF_INET, _STREAM)
+        if look is not None:
+            look.watch(sock)
+        await asyncio.get_running_loop().sock_connect(sock, (target.address, port))
+        if look is not None:
+            look.connect_seen()
         reader, writer = await asyncio.open_connection(
-            target.address,
-            port,
+            sock=sock,
             ssl=context,
             server_hostname=server_name(spec, target) if context else None,
         )
@@ -242,7 +252,11 @@ async def probe_http(spec: HttpCheck, target: Target) -> ProbeResult:
     except ValueError as exc:  # e.g. a server name that is not valid IDNA
         reason, what = Reason.ERROR, str(exc)
     finally:
+        if look is not None:
+            look.closing()
         if writer is not None:
             await _close(writer, graceful)
+        elif sock is not None:
+            sock.close()  # the connect or the TLS handshake failed: no transport owns it
     result = complete(spec, target, start, reason, what, http_status=status)
     return result if not_after is None else replace(result, tls_not_after=not_after)

@@ -18,6 +18,7 @@ import socket
 import time
 
 from healthd.checkspec import HttpCheck, ProbeResult, Reason, Target
+from healthd.probes.lastlook import Look
 from healthd.probes.matchers import status_matches, status_text
 from healthd.probes.result import classify_os_error, complete
 
@@ -59,7 +60,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def _connect(sock: socket.socket, address: str, port: int) -> None:
+async def _connect(sock: socket.socket, address: str, port: int, look: Look | None) -> None:
     code = sock.connect_ex((address, port))
     if code == errno.EINPROGRESS:
         state = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
@@ -71,6 +72,8 @@ async def _connect(sock: socket.socket, address: str, port: int) -> None:
             code = errno.ECONNRESET
     if code:
         raise OSError(code, os.strerror(code))
+    if look is not None:
+        look.connect_seen()
 
 
 def status_of_head(head: bytes) -> int:
@@ -108,9 +111,15 @@ async def _read_status(sock: socket.socket) -> int:
 
 
 async def probe_status(
-    spec: HttpCheck, target: Target, port: int, request: bytes, start: float | None = None
+    spec: HttpCheck,
+    target: Target,
+    port: int,
+    request: bytes,
+    start: float | None = None,
+    look: Look | None = None,
 ) -> ProbeResult:
-    """One plain-HTTP request; ok iff the status is expected."""
+    """One plain-HTTP request; ok iff the status is expected (``look``: the deadline's last
+    look at the socket, ``lastlook.py``)."""
     start = time.monotonic() if start is None else start
     status: int | None = None
     try:
@@ -118,8 +127,10 @@ async def probe_status(
     except OSError as exc:
         reason, what = classify_os_error(exc)
         return complete(spec, target, start, reason, what)
+    if look is not None:
+        look.watch(sock)
     try:
-        await _connect(sock, target.address, port)
+        await _connect(sock, target.address, port, look)
         sent = sock.send(request)  # a fresh socket's buffer takes a request of a few hundred bytes
         while sent < len(request):
             await _ready(sock, write=True)
@@ -136,5 +147,7 @@ async def probe_status(
     except OSError as exc:
         reason, what = classify_os_error(exc)
     finally:
+        if look is not None:
+            look.closing()
         sock.close()
     return complete(spec, target, start, reason, what, http_status=status)
