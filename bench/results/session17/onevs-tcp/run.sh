@@ -1,0 +1,3 @@
+#!/bin/sh
+cd /tmp/s17/wt
+/usr/bin/python3 bench/vm_daemons.py --python /work/main/.venv/bin/python --checks tcp --daemons keepalived healthd healthd-defaults --n 5000 --window 20 --kills 20 --json /tmp/s17/vm2/onevs-tcp.json
