@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import pickle
 import signal
 import struct
@@ -32,6 +33,14 @@ OUTPUT_HIGH_WATER = 1 << 20  # results waiting to be read by the daemon: beyond,
 # A worker whose checks finished (counted quietly included) says so at least this often, so the
 # daemon's watchdog sees progress between two drains of the counts.
 HEARTBEAT_S = 1.0
+# A worker runs this much nicer than the daemon.  Workers exist because the probes need more than
+# one core; busy on every CPU, they must not starve the kernel's packet processing (IPVS forwards
+# the virtual servers' traffic in softirq, ksoftirqd when it is heavy: the probes' own packets
+# go through it too) nor the daemon (verdicts, the kernel table, /metrics).  In the test VM, two
+# workers at the daemon's priority kept both vCPUs busy and the kernel dropped packets: 16 and 24
+# real servers went down on false timeouts; at +10, none, with detection within its bound
+# (docs/benchmarks.md).
+NICE = 10
 _LEN = struct.Struct("!I")
 ResultRow = tuple[int, bool, str, str, float, int | None, float | None]
 # a quiet check's counted successes: (id, None, n, total_s, counts, last_end_wall, last_duration_s)
@@ -249,6 +258,7 @@ def main(argv: list[str]) -> int:
     """Entry point of a worker: ``python -m healthd.probeworker MAX_CONCURRENT JITTER BOUNDS``
     (BOUNDS: the probe duration buckets, comma-separated, for quiet successes; ``-``: none)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    os.nice(NICE)  # the kernel's packet processing and the daemon go first (see NICE)
     logging.basicConfig(
         level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s",

@@ -25,10 +25,15 @@ from healthd.config.parse import parse_text
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
 from healthd.probes import native
 from healthd.probes.native import QuietCount
-from healthd.probeworker import SETTLED_FLUSH_S, _Batcher
+from healthd.probeworker import NICE, SETTLED_FLUSH_S, _Batcher
 from healthd.scheduler import Quiet, Scheduler
 from healthd.state import ProbeKey
 from healthd.workers import WorkerPool, scheduler_for
+
+
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])  # the 19th field: nice
 
 
 def alive(pid: int) -> bool:
@@ -56,6 +61,8 @@ async def test_results_and_delays_come_back_from_the_workers(
         await until(lambda: len({p for p, _, _ in got}) == 2 and len(got) >= 6)
         pids = [w.proc.pid for w in pool._workers if w.proc is not None]
         assert len(pids) == 2 and os.getpid() not in pids
+        # nicer than the daemon: the kernel's packet processing and the daemon go first
+        assert [_nice(pid) for pid in pids] == [_nice(os.getpid()) + NICE] * 2
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
