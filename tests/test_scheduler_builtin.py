@@ -174,7 +174,9 @@ async def test_jitter_keeps_the_average_interval(listener: int) -> None:
     await run_for(s, 1.05)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert 15 <= len(times) <= 22
-    assert min(gaps) > 0.05 * 0.75 and max(gaps) < 0.05 * 1.25 + 0.02
+    # the times are when results came in: a result held up by a busy moment (CI) lengthens one
+    # gap and shortens the next by as much, so both bounds get the same slack
+    assert min(gaps) > 0.05 * 0.75 - 0.02 and max(gaps) < 0.05 * 1.25 + 0.02
 
 
 async def test_held_probes_wait_and_report_their_delay(listener: int) -> None:
