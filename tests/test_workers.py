@@ -62,7 +62,8 @@ async def test_results_and_delays_come_back_from_the_workers(
         pids = [w.proc.pid for w in pool._workers if w.proc is not None]
         assert len(pids) == 2 and os.getpid() not in pids
         # nicer than the daemon: the kernel's packet processing and the daemon go first
-        assert [_nice(pid) for pid in pids] == [_nice(os.getpid()) + NICE] * 2
+        own = _nice(os.getpid())
+        assert NICE > 0 and [_nice(pid) for pid in pids] == [min(own + NICE, 19)] * 2
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
