@@ -80,25 +80,15 @@ static inline int put_u64(buf_t *b, uint64_t v) {
 static int put_double(buf_t *b, double v) {
     if (isnan(v)) return put(b, "NaN", 3);
     if (isinf(v)) return v > 0 ? put(b, "+Inf", 4) : put(b, "-Inf", 4);
-    if (fabs(v) < 1e16 && v == (double)(long long)v) {
-        /* integral: repr writes the integer and ".0" below 1e16 (then "1e+16") */
-        long long x = (long long)v;
-        if (x < 0 || (x == 0 && signbit(v))) {
-            if (put(b, "-", 1) < 0) return -1;
-            x = -x;
-        }
-        if (put_u64(b, (uint64_t)x) < 0) return -1;
-        return put(b, ".0", 2);
-    }
     if (fabs(v) < 5e11) {
-        /* a whole number of thousandths (healthd keeps its Unix times to the millisecond):
-         * its decimal digits, as repr writes them.  Below 2**39 two doubles are less than
+        /* a whole number of thousandths (healthd keeps its Unix times to the millisecond; a
+         * whole number is one too): its decimal digits, as repr writes them.  Below 2**39 two doubles are less than
          * 0.0005 apart, so the three-decimal number closest to v is the only one that
          * reads back as v; any other string that does needs a fourth decimal, so a digit
          * more: this is the shortest, and repr writes the shortest. */
         long long x = llround(v * 1000.0);
         if ((double)x / 1000.0 == v) {
-            if (x < 0) {
+            if (x < 0 || signbit(v)) { /* -0.0 too */
                 if (put(b, "-", 1) < 0) return -1;
                 x = -x;
             }

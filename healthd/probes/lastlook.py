@@ -36,14 +36,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from healthd.checkspec import ProbeResult
+from healthd.probes.tcp import last_received
 
-_TCP_INFO = getattr(socket, "TCP_INFO", 11)
-_TCP_INFO_LEN = 104
-# struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s: tcpi_last_data_recv is the 12th
-# of those, tcpi_last_ack_recv the 13th (milliseconds since that last came in)
-_LAST_RECV = struct.Struct("=II")
-_LAST_RECV_AT = 8 + 11 * 4
-_ESTABLISHED, _CLOSE_WAIT = 1, 8
 _INQ = struct.Struct("i")
 GRACE_S = 0.005  # between two looks once the loop was found behind (it usually is more)
 
@@ -72,7 +66,7 @@ class Look:
         self.connected = True
         if time.monotonic() < self.deadline - self.timeout_s / 2:
             return  # seen within half its timeout: not worth a system call (as the C engine)
-        got = _received(self.sock)
+        got = last_received(self.sock)
         if got is None:
             return
         late = got[1] / 1000.0  # since the SYN-ACK came in
@@ -86,14 +80,14 @@ class Look:
         self.ended = now = time.monotonic()
         if now <= self.deadline:
             return  # in time: when data came in does not matter
-        got = _received(self.sock)
+        got = last_received(self.sock)
         if got is not None:
             self.last_in = now - got[0] / 1000.0
 
     def owed(self, now: float) -> float | None:
         """When the kernel received something for the socket that the probe has not taken yet,
         if that was by the deadline; else None."""
-        got = _received(self.sock)
+        got = last_received(self.sock)
         if got is None:
             return None
         data_ms, ack_ms = got
@@ -109,20 +103,6 @@ class Look:
                 return None
             at = now - data_ms / 1000.0
         return at if at <= self.deadline else None
-
-
-def _received(sock: socket.socket | None) -> tuple[int, int] | None:
-    """(ms since data last came in, ms since an ACK last came in) of an established socket."""
-    if sock is None or sock.fileno() < 0:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LEN)
-    except OSError:
-        return None
-    if len(info) < _LAST_RECV_AT + _LAST_RECV.size or info[0] not in (_ESTABLISHED, _CLOSE_WAIT):
-        return None
-    data_ms, ack_ms = _LAST_RECV.unpack_from(info, _LAST_RECV_AT)
-    return data_ms, ack_ms
 
 
 class _Deadline:

@@ -132,25 +132,38 @@ async def tcp_wait(pending: PendingConnect) -> ProbeResult:
         close_socket(sock, spec, connected)
 
 
-# struct tcp_info: 8 one-byte fields, then u32s; tcpi_last_ack_recv (ms since an ACK, such as the
-# SYN-ACK, last came in) is the 13th of those (linux/tcp.h)
-_LAST_ACK_RECV = struct.Struct("=I")
-_LAST_ACK_RECV_AT = 8 + 12 * 4
+# struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s; tcpi_last_data_recv and
+# tcpi_last_ack_recv (ms since data, and an ACK such as the SYN-ACK, last came in) are the 12th
+# and 13th of those
+_LAST_RECV = struct.Struct("=II")
+_LAST_RECV_AT = 8 + 11 * 4
+_TCP_INFO_LEN = 104
 _ESTABLISHED, _CLOSE_WAIT = 1, 8
+
+
+def last_received(sock: socket.socket | None) -> tuple[int, int] | None:
+    """(ms since data last came in, ms since an ACK last came in) of an established socket (or
+    one the server closed after answering); None for any other, or a closed one."""
+    if sock is None or sock.fileno() < 0:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LEN)
+    except OSError:
+        return None
+    if len(info) < _LAST_RECV_AT + _LAST_RECV.size or info[0] not in (_ESTABLISHED, _CLOSE_WAIT):
+        return None
+    data_ms, ack_ms = _LAST_RECV.unpack_from(info, _LAST_RECV_AT)
+    return data_ms, ack_ms
 
 
 def connected_by(pending: PendingConnect, deadline: float) -> ProbeResult | None:
     """A connect whose deadline passed, looked at once more before it is timed out: if the
     kernel established it by ``deadline`` (the loop came round to it late), its success, with
     the time it took; else None."""
-    try:
-        info = pending.sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
-    except OSError:
+    got = last_received(pending.sock)
+    if got is None:
         return None
-    now = time.monotonic()
-    if len(info) < _LAST_ACK_RECV_AT + 4 or info[0] not in (_ESTABLISHED, _CLOSE_WAIT):
-        return None
-    at = now - _LAST_ACK_RECV.unpack_from(info, _LAST_ACK_RECV_AT)[0] / 1000.0
+    at = time.monotonic() - got[1] / 1000.0
     if at > deadline:
         return None
     result = complete(pending.spec, pending.target, pending.start, Reason.OK, "connected")
