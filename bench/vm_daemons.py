@@ -83,7 +83,8 @@ class Daemon:
         self.kind = kind
         self.events_path: Path | None = None
         # "healthd:2": probes.workers 2, "healthd:auto": auto; "healthd" and "healthd-pyroute2"
-        # one process (workers 0, as before auto existed); "healthd-defaults": nothing set
+        # one process (workers 0, as before auto existed); "healthd-defaults": nothing set;
+        # "healthd-thread": as healthd-defaults, but one process with the engine in its thread
         kind, _, workers = kind.partition(":")
         self.log_path = work / f"{kind}{workers}-{check_type}-{n}.log"
         self.log = self.log_path.open("w")
@@ -111,7 +112,8 @@ class Daemon:
                 n=n,
                 check=check_type,
                 workdir=work,
-                workers=self.workers(kind, workers, args),
+                workers=0 if kind == "healthd-thread" else self.workers(kind, workers, args),
+                engine_thread=kind == "healthd-thread",
                 netlink="raw" if kind == "healthd" else "pyroute2",
                 events_file=self.events_path,
                 tcp_close=args.tcp_close,
@@ -472,7 +474,8 @@ def main() -> int:
         default=["keepalived", "healthd", "healthd:auto", "healthd:2", "healthd-defaults"],
         help="keepalived; healthd (raw netlink, probes in one process), healthd:W (probes.workers"
         " W: a number or auto); healthd-pyroute2 (reconcile.netlink: pyroute2, one process);"
-        " healthd-defaults (nothing set: pyroute2, workers auto)",
+        " healthd-defaults (nothing set: pyroute2, workers auto); healthd-thread (as"
+        " healthd-defaults, but probes.workers 0 and probes.engine_thread true)",
     )
     parser.add_argument("--checks", nargs="+", default=["tcp", "http"])
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])

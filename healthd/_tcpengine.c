@@ -55,6 +55,102 @@
  */
 #include "_tcpengine.h"
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
+/* ---- the engine's own thread (threaded) --------------------------------------------------- */
+
+static void te_pass(Engine *self, int budget);
+
+/* Python's side of the lock (with the GIL: the thread never takes it, so waiting cannot
+ * deadlock); the thread lets a waiting caller in between two passes. */
+static void lock(Engine *self) {
+    if (!self->threaded) return;
+    atomic_fetch_add(&self->waiters, 1);
+    pthread_mutex_lock(&self->lock);
+    atomic_fetch_sub(&self->waiters, 1);
+}
+
+static void unlock(Engine *self) {
+    if (self->threaded) pthread_mutex_unlock(&self->lock);
+}
+
+/* results wait: wake the event loop (once until run() takes them); under the lock */
+static void notify(Engine *self) {
+    if (self->notified) return;
+    uint64_t one = 1;
+    if (write(self->notefd, &one, sizeof one) == sizeof one) self->notified = 1;
+}
+
+static void *engine_thread(void *arg) {
+    Engine *self = arg;
+    if (self->nice) { /* per thread on Linux: this thread only */
+        pid_t tid = (pid_t)syscall(SYS_gettid);
+        errno = 0;
+        int now = getpriority(PRIO_PROCESS, (id_t)tid);
+        if (errno == 0) (void)setpriority(PRIO_PROCESS, (id_t)tid, now + self->nice);
+    }
+    struct pollfd fds[2] = {{.fd = self->epfd, .events = POLLIN}, {.fd = self->stopfd, .events = POLLIN}};
+    for (;;) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (fds[1].revents) break;
+        if (!(fds[0].revents & POLLIN)) continue;
+        pthread_mutex_lock(&self->lock);
+        if (self->stopping) {
+            pthread_mutex_unlock(&self->lock);
+            break;
+        }
+        te_pass(self, MAX_EVENTS); /* holding: finishes and times out, starts nothing */
+        if (self->out.len) notify(self);
+        pthread_mutex_unlock(&self->lock);
+        while (atomic_load(&self->waiters)) sched_yield();
+    }
+    return NULL;
+}
+
+static int start_thread(Engine *self, int nice) {
+    self->notefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    self->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->notefd < 0 || self->stopfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    pthread_mutex_init(&self->lock, NULL);
+    self->nice = nice;
+    self->threaded = 1;
+    int rc = pthread_create(&self->thread, NULL, engine_thread, self);
+    if (rc != 0) {
+        self->threaded = 0;
+        pthread_mutex_destroy(&self->lock);
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+static void stop_thread(Engine *self) {
+    if (!self->threaded) return;
+    pthread_mutex_lock(&self->lock);
+    self->stopping = 1;
+    pthread_mutex_unlock(&self->lock);
+    uint64_t one = 1;
+    (void)!write(self->stopfd, &one, sizeof one);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(self->thread, NULL);
+    Py_END_ALLOW_THREADS
+    pthread_mutex_destroy(&self->lock);
+    self->threaded = 0;
+    close(self->notefd);
+    close(self->stopfd);
+    self->notefd = self->stopfd = -1;
+}
+
 /* ---- the Python type ------------------------------------------------------------------- */
 
 /* a sequence of increasing floats into a new array */
@@ -65,7 +161,7 @@ static int read_bounds(PyObject *seq, double **out, int *n) {
     PyObject *fast = PySequence_Fast(seq, "bounds must be a sequence of numbers");
     if (!fast) return -1;
     Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
-    double *bounds = PyMem_Calloc(len ? (size_t)len : 1, sizeof(double));
+    double *bounds = PyMem_RawCalloc(len ? (size_t)len : 1, sizeof(double));
     if (!bounds) {
         Py_DECREF(fast);
         PyErr_NoMemory();
@@ -74,12 +170,12 @@ static int read_bounds(PyObject *seq, double **out, int *n) {
     for (Py_ssize_t i = 0; i < len; i++) {
         bounds[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
         if (bounds[i] == -1.0 && PyErr_Occurred()) {
-            PyMem_Free(bounds);
+            PyMem_RawFree(bounds);
             Py_DECREF(fast);
             return -1;
         }
         if (i && !(bounds[i] > bounds[i - 1])) {
-            PyMem_Free(bounds);
+            PyMem_RawFree(bounds);
             Py_DECREF(fast);
             PyErr_SetString(PyExc_ValueError, "bounds must increase");
             return -1;
@@ -93,13 +189,14 @@ static int read_bounds(PyObject *seq, double **out, int *n) {
 
 static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"max_in_flight", "jitter", "seed", "duration_bounds", "delay_bounds",
-                             NULL};
+                             "threaded", "nice", NULL};
     int max_in_flight = 1024;
     double jitter = 0.1;
     unsigned long long seed = 0x9E3779B97F4A7C15ULL;
     PyObject *duration_bounds = NULL, *delay_bounds = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|idKOO", kwlist, &max_in_flight, &jitter, &seed,
-                                     &duration_bounds, &delay_bounds))
+    int threaded = 0, nice = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|idKOOpi", kwlist, &max_in_flight, &jitter,
+                                     &seed, &duration_bounds, &delay_bounds, &threaded, &nice))
         return -1;
     if (self->epfd >= 0) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already initialised");
@@ -107,7 +204,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
     }
     if (read_bounds(duration_bounds, &self->dbounds, &self->ndb) < 0) return -1;
     if (read_bounds(delay_bounds, &self->lbounds, &self->nlb) < 0) return -1;
-    self->lcounts = PyMem_Calloc(self->nlb ? (size_t)self->nlb : 1, sizeof(uint64_t));
+    self->lcounts = PyMem_RawCalloc(self->nlb ? (size_t)self->nlb : 1, sizeof(uint64_t));
     if (!self->lcounts) {
         PyErr_NoMemory();
         return -1;
@@ -132,6 +229,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    if (threaded && start_thread(self, nice) < 0) return -1;
     return 0;
 }
 
@@ -140,17 +238,20 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (self) {
         self->epfd = -1;
         self->tfd = -1;
+        self->notefd = -1;
+        self->stopfd = -1;
         self->armed_at = INFINITY;
     }
     return (PyObject *)self;
 }
 
 static void close_all(Engine *self) {
+    stop_thread(self);
     for (int i = 0; i < self->ntargets; i++) {
         target_t *t = &self->targets[i];
         if (t->live && t->fd >= 0) close(t->fd);
         t->fd = -1;
-        PyMem_Free(t->buf);
+        PyMem_RawFree(t->buf);
         t->buf = NULL;
         if (t->live) te_forget_http(t);
         t->live = 0;
@@ -160,19 +261,21 @@ static void close_all(Engine *self) {
     if (self->tfd >= 0) close(self->tfd);
     if (self->epfd >= 0) close(self->epfd);
     self->tfd = self->epfd = -1;
+    self->out.len = 0;
 }
 
 static void Engine_dealloc(Engine *self) {
     close_all(self);
-    PyMem_Free(self->targets);
-    PyMem_Free(self->free_slots);
-    PyMem_Free(self->due.items);
-    PyMem_Free(self->retry.items);
-    PyMem_Free(self->deadline.items);
-    PyMem_Free(self->dbounds);
-    PyMem_Free(self->lbounds);
-    PyMem_Free(self->qcounts);
-    PyMem_Free(self->lcounts);
+    PyMem_RawFree(self->targets);
+    PyMem_RawFree(self->free_slots);
+    PyMem_RawFree(self->due.items);
+    PyMem_RawFree(self->retry.items);
+    PyMem_RawFree(self->deadline.items);
+    PyMem_RawFree(self->dbounds);
+    PyMem_RawFree(self->lbounds);
+    PyMem_RawFree(self->qcounts);
+    PyMem_RawFree(self->lcounts);
+    PyMem_RawFree(self->out.items);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -184,7 +287,7 @@ static int check_open(Engine *self) {
     return 0;
 }
 
-static PyObject *Engine_add(Engine *self, PyObject *args) {
+static PyObject *Engine_add_locked(Engine *self, PyObject *args) {
     const char *address;
     int port;
     double interval, timeout, due;
@@ -204,7 +307,7 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
         PyObject *fast = PySequence_Fast(expect, "expect: a sequence of (low, high) statuses");
         if (!fast) return NULL;
         nranges = PySequence_Fast_GET_SIZE(fast);
-        ranges = PyMem_Malloc(sizeof(int) * 2 * (size_t)(nranges ? nranges : 1));
+        ranges = PyMem_RawMalloc(sizeof(int) * 2 * (size_t)(nranges ? nranges : 1));
         if (!ranges) {
             Py_DECREF(fast);
             return PyErr_NoMemory();
@@ -215,7 +318,7 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
             if (!PyTuple_Check(pair) || !PyArg_ParseTuple(pair, "ii", &lo, &hi)) {
                 if (!PyErr_Occurred())
                     PyErr_SetString(PyExc_TypeError, "expect: a sequence of (low, high) statuses");
-                PyMem_Free(ranges);
+                PyMem_RawFree(ranges);
                 Py_DECREF(fast);
                 return NULL;
             }
@@ -227,7 +330,7 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
     if (check_open(self) < 0 || port < 0 || port > 65535 || !(interval > 0) || !(timeout > 0)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "port, interval or timeout out of range");
-        PyMem_Free(ranges);
+        PyMem_RawFree(ranges);
         return NULL;
     }
     target_t t;
@@ -253,14 +356,14 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
     } else {
         if (self->ntargets == self->cap) {
             int cap = self->cap ? self->cap * 2 : 64;
-            target_t *targets = PyMem_Realloc(self->targets, sizeof(target_t) * (size_t)cap);
+            target_t *targets = PyMem_RawRealloc(self->targets, sizeof(target_t) * (size_t)cap);
             if (!targets) goto no_memory;
             self->targets = targets;
-            int *free_slots = PyMem_Realloc(self->free_slots, sizeof(int) * (size_t)cap);
+            int *free_slots = PyMem_RawRealloc(self->free_slots, sizeof(int) * (size_t)cap);
             if (!free_slots) goto no_memory;
             self->free_slots = free_slots;
             if (self->ndb) {
-                uint32_t *qcounts = PyMem_Realloc(
+                uint32_t *qcounts = PyMem_RawRealloc(
                     self->qcounts, sizeof(uint32_t) * (size_t)cap * (size_t)self->ndb);
                 if (!qcounts) goto no_memory;
                 self->qcounts = qcounts;
@@ -298,11 +401,11 @@ static PyObject *Engine_add(Engine *self, PyObject *args) {
 no_memory:
     PyErr_NoMemory();
 fail:
-    PyMem_Free(ranges);
+    PyMem_RawFree(ranges);
     return NULL;
 }
 
-static PyObject *Engine_remove(Engine *self, PyObject *arg) {
+static PyObject *Engine_remove_locked(Engine *self, PyObject *arg) {
     long slot = PyLong_AsLong(arg);
     if (slot == -1 && PyErr_Occurred()) return NULL;
     if (check_open(self) < 0) return NULL;
@@ -320,6 +423,10 @@ static PyObject *Engine_remove(Engine *self, PyObject *arg) {
     te_forget_http(t);
     t->live = 0;
     t->gen++;
+    int kept = 0; /* its results not yet taken go too: the slot may be reused */
+    for (int i = 0; i < self->out.len; i++)
+        if (self->out.items[i].slot != slot) self->out.items[kept++] = self->out.items[i];
+    self->out.len = kept;
     self->free_slots[self->nfree++] = (int)slot;
     self->live_count--;
     Py_RETURN_NONE;
@@ -330,15 +437,10 @@ static inline int starts_now(const target_t *t, double now, double soon, double 
     return t->when <= soon || (t->when <= early && t->when - now <= t->interval * EARLY_FRACTION);
 }
 
-static PyObject *Engine_run(Engine *self, PyObject *args) {
-    int budget = MAX_EVENTS;
-    if (!PyArg_ParseTuple(args, "|i", &budget)) return NULL;
-    if (check_open(self) < 0) return NULL;
-    if (budget < 1) budget = 1;
-    if (budget > MAX_EVENTS) budget = MAX_EVENTS;
-    PyObject *results = PyList_New(0);
-    if (!results) return NULL;
-    self->finished = 0;
+/* One pass: finish what is ready, time out what is past its deadline, start what is due; at
+ * most ``budget`` results (the rest on the next pass: the epoll set stays readable). */
+static void te_pass(Engine *self, int budget) {
+    int before = self->out.len;
     struct epoll_event events[MAX_EVENTS];
     int n = epoll_wait(self->epfd, events, budget, 0);
     double now = te_now_s();
@@ -356,11 +458,11 @@ static PyObject *Engine_run(Engine *self, PyObject *args) {
         target_t *t = &self->targets[slot];
         if (!t->live || t->state == IDLE || t->gen != gen) continue; /* stale */
         if (t->state == SENDING) {
-            if (te_http_send(self, slot, results) < 0) goto error;
+            te_http_send(self, slot, &self->out);
             continue;
         }
         if (t->state == READING) { /* a hang-up too: what came before it is read first */
-            if (te_http_read(self, slot, results) < 0) goto error;
+            te_http_read(self, slot, &self->out);
             continue;
         }
         int code = 0;
@@ -371,29 +473,27 @@ static PyObject *Engine_run(Engine *self, PyObject *args) {
         }
         if (code == 0 && t->request) { /* connected: the request goes out */
             te_connected_late(self, slot, now);
-            if (te_http_send(self, slot, results) < 0) goto error;
+            te_http_send(self, slot, &self->out);
             continue;
         }
         te_heap_remove(self, &self->deadline, slot);
         te_close_connect(self, slot, code == 0);
-        if (te_finish(self, slot, code, now, results, NULL) < 0) goto error;
+        te_finish(self, slot, code, now, &self->out, NULL, 0);
     }
     /* checks past their deadline: what their socket holds first */
     double expire_by = now + WAKE_SLACK_S;
-    for (int top; PyList_GET_SIZE(results) < budget && (top = te_heap_top(&self->deadline)) >= 0 &&
+    for (int top; self->out.len - before < budget && (top = te_heap_top(&self->deadline)) >= 0 &&
                   self->targets[top].when <= expire_by;) {
-        int seen = te_last_look(self, top, results);
-        if (seen < 0) goto error;
-        if (seen) continue;
+        if (te_last_look(self, top, &self->out)) continue;
         te_heap_remove(self, &self->deadline, top);
         te_close_connect(self, top, 0);
-        if (te_finish(self, top, TIMEOUT_CODE, now, results, NULL) < 0) goto error;
+        te_finish(self, top, TIMEOUT_CODE, now, &self->out, NULL, 0);
     }
     /* probes due */
     double soon = now + WAKE_SLACK_S;
     double early = now + EARLY_S;
-    for (int started = 0; !self->held && started < MAX_STARTS; started++) {
-        if (self->in_flight >= self->max_in_flight || PyList_GET_SIZE(results) >= budget) break;
+    for (int started = 0; !te_holding(self) && started < MAX_STARTS; started++) {
+        if (self->in_flight >= self->max_in_flight || self->out.len - before >= budget) break;
         /* a retry that is due first, then the main heap */
         heap_t *from = &self->retry;
         int top = te_heap_top(from);
@@ -405,16 +505,67 @@ static PyObject *Engine_run(Engine *self, PyObject *args) {
         double at = te_now_s();
         if (started && at - now > MAX_RUN_S) break; /* the rest once the loop had its turn */
         te_heap_remove(self, from, top);
-        if (te_start(self, top, at, results) < 0) goto error;
+        te_start(self, top, at, &self->out);
     }
     te_rearm(self);
-    return results;
-error:
-    Py_DECREF(results);
-    return NULL;
 }
 
-static PyObject *Engine_quiet(Engine *self, PyObject *args) {
+/* The results waiting, at most ``budget`` of them, as run() returns them; the rest stay. */
+static PyObject *take_results(Engine *self, int budget) {
+    int n = self->out.len < budget ? self->out.len : budget;
+    PyObject *results = PyList_New(n);
+    if (!results) return NULL;
+    for (int i = 0; i < n; i++) {
+        result_t *r = &self->out.items[i];
+        PyObject *extra;
+        if (r->line_len >= 0)
+            extra = PyBytes_FromStringAndSize(r->line, r->line_len);
+        else if (r->status >= 0)
+            extra = PyLong_FromLong(r->status);
+        else
+            extra = Py_NewRef(Py_None);
+        PyObject *item = extra ? Py_BuildValue("(iiddN)", r->slot, r->code, r->duration,
+                                               r->delay, extra)
+                               : NULL;
+        if (!item) {
+            Py_DECREF(results);
+            return NULL;
+        }
+        PyList_SET_ITEM(results, i, item);
+    }
+    self->out.len -= n;
+    if (self->out.len)
+        memmove(self->out.items, self->out.items + n, sizeof(result_t) * (size_t)self->out.len);
+    return results;
+}
+
+static PyObject *Engine_run(Engine *self, PyObject *args) {
+    int budget = MAX_EVENTS;
+    if (!PyArg_ParseTuple(args, "|i", &budget)) return NULL;
+    if (check_open(self) < 0) return NULL;
+    if (budget < 1) budget = 1;
+    if (budget > MAX_EVENTS) budget = MAX_EVENTS;
+    if (!self->threaded) {
+        self->finished_acc = 0;
+        te_pass(self, budget);
+        self->finished = self->finished_acc;
+        return take_results(self, budget);
+    }
+    lock(self);
+    uint64_t ticks;
+    if (read(self->notefd, &ticks, sizeof ticks) < 0) { /* EAGAIN: nothing was written */ }
+    self->notified = 0;
+    int was_full = self->out.len >= PENDING_MAX;
+    PyObject *results = take_results(self, budget);
+    self->finished = self->finished_acc;
+    self->finished_acc = 0;
+    if (self->out.len) notify(self); /* the rest on the next call */
+    if (was_full && self->out.len < PENDING_MAX) te_rearm(self); /* start checks again */
+    unlock(self);
+    return results;
+}
+
+static PyObject *Engine_quiet_locked(Engine *self, PyObject *args) {
     int slot, quiet;
     if (!PyArg_ParseTuple(args, "ip", &slot, &quiet)) return NULL;
     if (check_open(self) < 0) return NULL;
@@ -440,7 +591,7 @@ static PyObject *counts_tuple_u32(const uint32_t *counts, int n) {
     return tuple;
 }
 
-static PyObject *Engine_drain_one(Engine *self, PyObject *args) {
+static PyObject *Engine_drain_one_locked(Engine *self, PyObject *args) {
     int slot;
     if (!PyArg_ParseTuple(args, "i", &slot)) return NULL;
     if (slot < 0 || slot >= self->ntargets || !self->targets[slot].live || !self->targets[slot].qn)
@@ -457,7 +608,7 @@ static PyObject *Engine_drain_one(Engine *self, PyObject *args) {
     return out;
 }
 
-static PyObject *Engine_drain(Engine *self, PyObject *args) {
+static PyObject *Engine_drain_locked(Engine *self, PyObject *args) {
     int limit = INT_MAX;
     if (!PyArg_ParseTuple(args, "|i", &limit)) return NULL;
     if (limit < 1) limit = 1;
@@ -503,7 +654,7 @@ error:
     return NULL;
 }
 
-static PyObject *Engine_hold(Engine *self, PyObject *arg) {
+static PyObject *Engine_hold_locked(Engine *self, PyObject *arg) {
     int held = PyObject_IsTrue(arg);
     if (held < 0) return NULL;
     self->held = held;
@@ -511,9 +662,52 @@ static PyObject *Engine_hold(Engine *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* Python's calls: each under the lock (threaded) */
+static PyObject *Engine_add(Engine *self, PyObject *args) {
+    lock(self);
+    PyObject *r = Engine_add_locked(self, args);
+    unlock(self);
+    return r;
+}
+
+static PyObject *Engine_remove(Engine *self, PyObject *arg) {
+    lock(self);
+    PyObject *r = Engine_remove_locked(self, arg);
+    unlock(self);
+    return r;
+}
+
+static PyObject *Engine_quiet(Engine *self, PyObject *args) {
+    lock(self);
+    PyObject *r = Engine_quiet_locked(self, args);
+    unlock(self);
+    return r;
+}
+
+static PyObject *Engine_drain_one(Engine *self, PyObject *args) {
+    lock(self);
+    PyObject *r = Engine_drain_one_locked(self, args);
+    unlock(self);
+    return r;
+}
+
+static PyObject *Engine_drain(Engine *self, PyObject *args) {
+    lock(self);
+    PyObject *r = Engine_drain_locked(self, args);
+    unlock(self);
+    return r;
+}
+
+static PyObject *Engine_hold(Engine *self, PyObject *arg) {
+    lock(self);
+    PyObject *r = Engine_hold_locked(self, arg);
+    unlock(self);
+    return r;
+}
+
 static PyObject *Engine_fileno(Engine *self, PyObject *Py_UNUSED(ignored)) {
     if (check_open(self) < 0) return NULL;
-    return PyLong_FromLong(self->epfd);
+    return PyLong_FromLong(self->threaded ? self->notefd : self->epfd);
 }
 
 static PyObject *Engine_close(Engine *self, PyObject *Py_UNUSED(ignored)) {
@@ -522,14 +716,21 @@ static PyObject *Engine_close(Engine *self, PyObject *Py_UNUSED(ignored)) {
 }
 
 static PyObject *Engine_get_in_flight(Engine *self, void *Py_UNUSED(closure)) {
-    return PyLong_FromLong(self->in_flight);
+    lock(self);
+    int in_flight = self->in_flight;
+    unlock(self);
+    return PyLong_FromLong(in_flight);
 }
 
 static PyObject *Engine_get_finished(Engine *self, void *Py_UNUSED(closure)) {
     return PyLong_FromLong(self->finished);
 }
 
-static Py_ssize_t Engine_len(Engine *self) { return self->live_count; }
+static Py_ssize_t Engine_len(Engine *self) { return self->live_count; } /* Python's count */
+
+static PyObject *Engine_get_threaded(Engine *self, void *Py_UNUSED(closure)) {
+    return PyBool_FromLong(self->threaded);
+}
 
 static PyMethodDef Engine_methods[] = {
     {"add", (PyCFunction)Engine_add, METH_VARARGS,
@@ -566,6 +767,7 @@ static PyMethodDef Engine_methods[] = {
 
 static PyGetSetDef Engine_getset[] = {
     {"in_flight", (getter)Engine_get_in_flight, NULL, "connects waiting on the network", NULL},
+    {"threaded", (getter)Engine_get_threaded, NULL, "the engine runs in a thread of its own", NULL},
     {"finished", (getter)Engine_get_finished, NULL,
      "checks the latest run() finished, those counted quietly included", NULL},
     {NULL, NULL, NULL, NULL, NULL},

@@ -9,6 +9,8 @@
 #include <Python.h>
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -38,6 +40,9 @@
 #define EARLY_S 0.040
 #define EARLY_FRACTION 0.05
 #define TIMER_TAG UINT64_MAX
+#define LINE_BYTES 80
+/* threaded: results waiting for Python beyond this, the engine starts no check (back-pressure) */
+#define PENDING_MAX 65536
 #define SYN_SENT 2
 #define TCP_CLOSED 7
 #define TCP_IS_ESTABLISHED 1
@@ -89,6 +94,23 @@ typedef struct {
     } addr;
 } target_t;
 
+/* a finished check, as run() returns it */
+typedef struct {
+    int slot;
+    int code;
+    double duration;
+    double delay;
+    int status;   /* an HTTP check's status, or -1 */
+    int line_len; /* HTTP_BAD_LINE: the first line's length (line), else -1 */
+    char line[LINE_BYTES];
+} result_t;
+
+typedef struct {
+    result_t *items;
+    int len, cap;
+    uint64_t lost; /* results dropped for want of memory */
+} results_t;
+
 typedef struct {
     int *items; /* slot indexes */
     int len, cap;
@@ -122,23 +144,42 @@ typedef struct {
     uint64_t ln;
     double lsum;
     int finished; /* checks finished by the latest run(), quiet ones included */
+    int finished_acc; /* checks finished since the latest run() */
+    results_t out;    /* results not yet handed to Python */
+    /* threaded (start()): one thread runs the engine, Python's calls take ``lock``; the thread
+     * never takes the GIL */
+    int threaded;
+    int stopping;
+    int notified;     /* notefd was written since Python last read it */
+    int notefd;       /* eventfd: readable when results wait for run() */
+    int stopfd;       /* eventfd: the thread is to stop */
+    int nice;         /* the thread runs this much nicer than the process */
+    atomic_int waiters; /* Python calls waiting for the lock: the thread lets them in */
+    pthread_t thread;
+    pthread_mutex_t lock;
     double end_at;  /* NAN, or when the check ending now ended (what the socket held at a last look) */
     int drain_at;  /* the slot where the next drain(limit) goes on */
 } Engine;
 
 static inline int te_heap_top(heap_t *h) { return h->len ? h->items[0] : -1; }
 
+/* no check is to start: held by Python, or (threaded) too many results wait for it */
+static inline int te_holding(const Engine *e) {
+    return e->held || (e->threaded && e->out.len >= PENDING_MAX);
+}
+
 /* _tcpengine_check.c */
 double te_now_s(void);
 int te_heap_reserve(heap_t *h, int need);
 void te_heap_push(Engine *e, heap_t *h, int slot);
 void te_heap_remove(Engine *e, heap_t *h, int slot);
-int te_finish(Engine *e, int slot, int code, double end, PyObject *results, PyObject *extra);
+int te_finish(Engine *e, int slot, int code, double end, results_t *out, const char *line,
+              int line_len);
 void te_close_connect(Engine *e, int slot, int connected);
-int te_start(Engine *e, int slot, double now, PyObject *results);
-int te_http_send(Engine *e, int slot, PyObject *results);
-int te_http_read(Engine *e, int slot, PyObject *results);
-int te_last_look(Engine *e, int slot, PyObject *results);
+int te_start(Engine *e, int slot, double now, results_t *out);
+int te_http_send(Engine *e, int slot, results_t *out);
+int te_http_read(Engine *e, int slot, results_t *out);
+int te_last_look(Engine *e, int slot, results_t *out);
 void te_connected_late(Engine *e, int slot, double now);
 void te_forget_http(target_t *t);
 void te_rearm(Engine *e);

@@ -11,6 +11,7 @@ MAX_HEAD_BYTES: int
 class Engine:
     in_flight: int
     finished: int
+    threaded: bool
     def __init__(
         self,
         max_in_flight: int = ...,
@@ -18,6 +19,8 @@ class Engine:
         seed: int = ...,
         duration_bounds: tuple[float, ...] = ...,
         delay_bounds: tuple[float, ...] = ...,
+        threaded: bool = ...,
+        nice: int = ...,
     ) -> None: ...
     def add(
         self,

@@ -37,7 +37,7 @@ int te_heap_reserve(heap_t *h, int need) {
     if (need <= h->cap) return 0;
     int cap = h->cap ? h->cap * 2 : 64;
     while (cap < need) cap *= 2;
-    int *items = PyMem_Realloc(h->items, sizeof(int) * (size_t)cap);
+    int *items = PyMem_RawRealloc(h->items, sizeof(int) * (size_t)cap);
     if (!items) return -1;
     h->items = items;
     h->cap = cap;
@@ -97,19 +97,35 @@ void te_heap_remove(Engine *e, heap_t *h, int slot) {
 
 /* ---- one check ------------------------------------------------------------------------- */
 
-static int append_result(PyObject *results, int slot, int code, double duration, double delay,
-                         PyObject *extra) {
-    PyObject *item = Py_BuildValue("(iiddO)", slot, code, duration, delay, extra ? extra : Py_None);
-    if (!item) return -1;
-    int rc = PyList_Append(results, item);
-    Py_DECREF(item);
-    return rc;
+/* Append a result to ``out``; if there is no memory for it, it is counted as lost instead. */
+static void append_result(results_t *out, int slot, int code, double duration, double delay,
+                          int status, const char *line, int line_len) {
+    if (out->len == out->cap) {
+        int cap = out->cap ? out->cap * 2 : 256;
+        result_t *items = PyMem_RawRealloc(out->items, sizeof(result_t) * (size_t)cap);
+        if (!items) {
+            out->lost++;
+            return;
+        }
+        out->items = items;
+        out->cap = cap;
+    }
+    result_t *r = &out->items[out->len++];
+    r->slot = slot;
+    r->code = code;
+    r->duration = duration;
+    r->delay = delay;
+    r->status = status;
+    r->line_len = line ? (line_len < LINE_BYTES ? line_len : LINE_BYTES) : -1;
+    if (line) memcpy(r->line, line, (size_t)r->line_len);
 }
 
 /* The check of ``slot`` ended with ``code`` (its socket, if any, is already closed): report it
- * and put the target back in the due heap for its next check.  ``extra``: a new reference or
- * NULL (an HTTP check's status is added here). */
-int te_finish(Engine *e, int slot, int code, double end, PyObject *results, PyObject *extra) {
+ * and put the target back in the due heap for its next check.  ``line``: the first line of a
+ * response that could not be read (HTTP_BAD_LINE), else NULL (an HTTP check's status is added
+ * here). */
+int te_finish(Engine *e, int slot, int code, double end, results_t *out, const char *line,
+              int line_len) {
     target_t *t = &e->targets[slot];
     double duration = code == TIMEOUT_CODE ? t->timeout : end - t->start;
     if (duration < 0) duration = 0;
@@ -128,12 +144,11 @@ int te_finish(Engine *e, int slot, int code, double end, PyObject *results, PyOb
     t->state = IDLE;
     t->retry = in_question;
     te_heap_push(e, t->retry ? &e->retry : &e->due, slot);
-    e->finished++;
+    e->finished_acc++;
     int http_answer = t->request && (code == 0 || code == HTTP_STATUS_CODE);
     /* nothing new (an HTTP check: the same status as last reported): counted, reported by
      * drain() */
     if (t->quiet && code == 0 && (!t->request || t->status == t->last_status)) {
-        Py_XDECREF(extra);
         t->qn++;
         t->qsum += duration;
         t->qlast = end;
@@ -148,13 +163,9 @@ int te_finish(Engine *e, int slot, int code, double end, PyObject *results, PyOb
     }
     t->quiet = 0; /* a failure or a new status: reported, and Python decides again */
     if (t->request) t->last_status = http_answer ? t->status : 0;
-    if (!extra && http_answer) {
-        extra = PyLong_FromLong(t->status);
-        if (!extra) return -1;
-    }
-    int rc = append_result(results, slot, code, duration, t->delay, extra);
-    Py_XDECREF(extra);
-    return rc;
+    append_result(out, slot, code, duration, t->delay, http_answer && !line ? t->status : -1,
+                  line, line_len);
+    return 0;
 }
 
 /* Close a check's socket.  ``connected``: its handshake completed, so a plain close would send a
@@ -175,16 +186,18 @@ void te_close_connect(Engine *e, int slot, int connected) {
     t->fd = -1;
     t->registered = 0;
     e->in_flight--;
-    PyMem_Free(t->buf);
+    PyMem_RawFree(t->buf);
     t->buf = NULL;
     t->buf_len = t->buf_cap = t->head_at = 0;
 }
 
-/* A check in progress ends now with ``code`` (``extra``: a new reference or NULL). */
-static int end_now(Engine *e, int slot, int code, PyObject *results, PyObject *extra) {
+/* A check in progress ends now with ``code`` (``line``: see te_finish). */
+static int end_now(Engine *e, int slot, int code, results_t *out, const char *line,
+                   int line_len) {
     te_heap_remove(e, &e->deadline, slot);
     te_close_connect(e, slot, 0);
-    return te_finish(e, slot, code, isnan(e->end_at) ? te_now_s() : e->end_at, results, extra);
+    return te_finish(e, slot, code, isnan(e->end_at) ? te_now_s() : e->end_at, out, line,
+                     line_len);
 }
 
 /* (Re)arm the check's socket for ``events`` (once). */
@@ -225,7 +238,7 @@ static int expected(const target_t *t, int status) {
 }
 
 /* Send (the rest of) the request; then wait for the response. */
-int te_http_send(Engine *e, int slot, PyObject *results) {
+int te_http_send(Engine *e, int slot, results_t *out) {
     target_t *t = &e->targets[slot];
     const char *data = PyBytes_AS_STRING(t->request);
     Py_ssize_t len = PyBytes_GET_SIZE(t->request);
@@ -235,18 +248,18 @@ int te_http_send(Engine *e, int slot, PyObject *results) {
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             t->state = SENDING;
             int code = watch(e, slot, EPOLLOUT);
-            return code ? end_now(e, slot, code, results, NULL) : 0;
+            return code ? end_now(e, slot, code, out, NULL, 0) : 0;
         }
-        if (n < 0) return end_now(e, slot, errno, results, NULL);
+        if (n < 0) return end_now(e, slot, errno, out, NULL, 0);
         t->sent += n;
     }
     t->state = READING;
     int code = watch(e, slot, EPOLLIN);
-    return code ? end_now(e, slot, code, results, NULL) : 0;
+    return code ? end_now(e, slot, code, out, NULL, 0) : 0;
 }
 
 /* Read what the socket has; judge the first final response head; else wait for more. */
-int te_http_read(Engine *e, int slot, PyObject *results) {
+int te_http_read(Engine *e, int slot, results_t *out) {
     target_t *t = &e->targets[slot];
     for (;;) {
         if (t->buf_len == t->buf_cap) {
@@ -258,11 +271,8 @@ int te_http_read(Engine *e, int slot, PyObject *results) {
             if (t->buf_len == t->buf_cap) {
                 Py_ssize_t cap = t->buf_cap ? t->buf_cap * 2 : 1024;
                 if (cap > MAX_HEAD_BYTES + READ_BYTES) cap = MAX_HEAD_BYTES + READ_BYTES;
-                char *buf = PyMem_Realloc(t->buf, (size_t)cap);
-                if (!buf) {
-                    PyErr_NoMemory();
-                    return -1;
-                }
+                char *buf = PyMem_RawRealloc(t->buf, (size_t)cap);
+                if (!buf) return end_now(e, slot, ENOMEM, out, NULL, 0);
                 t->buf = buf;
                 t->buf_cap = cap;
             }
@@ -271,12 +281,12 @@ int te_http_read(Engine *e, int slot, PyObject *results) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             int code = watch(e, slot, EPOLLIN);
-            return code ? end_now(e, slot, code, results, NULL) : 0;
+            return code ? end_now(e, slot, code, out, NULL, 0) : 0;
         }
-        if (n < 0) return end_now(e, slot, errno, results, NULL);
+        if (n < 0) return end_now(e, slot, errno, out, NULL, 0);
         if (n == 0) {
             int code = t->buf_len > t->head_at ? HTTP_CLOSED_IN_HEAD : HTTP_CLOSED_EARLY;
-            return end_now(e, slot, code, results, NULL);
+            return end_now(e, slot, code, out, NULL, 0);
         }
         t->buf_len += n;
         for (;;) {
@@ -289,19 +299,20 @@ int te_http_read(Engine *e, int slot, PyObject *results) {
             if (status < 0) {
                 const char *eol = memmem(head, (size_t)head_len, "\r\n", 2);
                 Py_ssize_t line = eol ? eol - head : head_len;
-                PyObject *text = PyBytes_FromStringAndSize(head, line < 80 ? line : 80);
-                if (!text) return -1;
-                return end_now(e, slot, HTTP_BAD_LINE, results, text);
+                char first[LINE_BYTES]; /* the buffer goes with the socket (end_now) */
+                int first_len = (int)(line < LINE_BYTES ? line : LINE_BYTES);
+                memcpy(first, head, (size_t)first_len);
+                return end_now(e, slot, HTTP_BAD_LINE, out, first, first_len);
             }
             if (100 <= status && status < 200 && status != 101) { /* interim: the real one follows */
                 t->head_at = end + 4 - t->buf;
                 continue;
             }
             t->status = status;
-            return end_now(e, slot, expected(t, status) ? 0 : HTTP_STATUS_CODE, results, NULL);
+            return end_now(e, slot, expected(t, status) ? 0 : HTTP_STATUS_CODE, out, NULL, 0);
         }
         if (t->buf_len - t->head_at > MAX_HEAD_BYTES)
-            return end_now(e, slot, HTTP_HEAD_TOO_LONG, results, NULL);
+            return end_now(e, slot, HTTP_HEAD_TOO_LONG, out, NULL, 0);
     }
 }
 
@@ -324,7 +335,7 @@ static double received_at(int fd, int data, int *state) {
  * loop busy elsewhere, a budget of events used up while more were ready): a connect established
  * in time succeeds, a response head that had arrived in time is judged, each with the duration
  * it took.  Returns 1 if the check ended here, 0 if it is to time out, -1 on a Python error. */
-int te_last_look(Engine *e, int slot, PyObject *results) {
+int te_last_look(Engine *e, int slot, results_t *out) {
     target_t *t = &e->targets[slot];
     if (t->state == SENDING || (t->state == CONNECTING && t->request))
         return 0; /* the request is not out (all of it): no answer to look for */
@@ -335,10 +346,10 @@ int te_last_look(Engine *e, int slot, PyObject *results) {
         if (state != TCP_IS_ESTABLISHED && state != TCP_IS_CLOSE_WAIT) return 0;
         te_heap_remove(e, &e->deadline, slot);
         te_close_connect(e, slot, 1);
-        return te_finish(e, slot, 0, at, results, NULL) < 0 ? -1 : 1;
+        return te_finish(e, slot, 0, at, out, NULL, 0) < 0 ? -1 : 1;
     }
     e->end_at = at; /* READING: what came in by the deadline, judged as it would have been */
-    int rc = te_http_read(e, slot, results);
+    int rc = te_http_read(e, slot, out);
     e->end_at = NAN;
     if (rc < 0) return -1;
     return t->state == READING ? 0 : 1; /* still reading: no whole head by the deadline */
@@ -371,12 +382,12 @@ static void in_progress(Engine *e, int slot, int fd, double now, int registered)
     te_heap_push(e, &e->deadline, slot);
 }
 
-int te_start(Engine *e, int slot, double now, PyObject *results) {
+int te_start(Engine *e, int slot, double now, results_t *out) {
     target_t *t = &e->targets[slot];
     t->start = now;
     t->delay = now > t->due ? now - t->due : 0.0;
     int fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return te_finish(e, slot, errno, te_now_s(), results, NULL);
+    if (fd < 0) return te_finish(e, slot, errno, te_now_s(), out, NULL, 0);
     int code = 0;
     if (connect(fd, &t->addr.sa, t->alen) < 0) code = errno;
     if (code == EINPROGRESS) {
@@ -404,16 +415,16 @@ int te_start(Engine *e, int slot, double now, PyObject *results) {
     if (code == 0 && t->request) { /* connected at once: the request goes out now */
         t->gen++;
         in_progress(e, slot, fd, now, 0);
-        return te_http_send(e, slot, results);
+        return te_http_send(e, slot, out);
     }
     close_socket(fd, t->reset, code == 0);
-    return te_finish(e, slot, code, te_now_s(), results, NULL);
+    return te_finish(e, slot, code, te_now_s(), out, NULL, 0);
 }
 
 /* What an HTTP target holds, let go (it is removed). */
 void te_forget_http(target_t *t) {
-    Py_CLEAR(t->request);
-    PyMem_Free(t->expect);
+    Py_CLEAR(t->request); /* with the GIL: only Python's calls (remove, close) forget */
+    PyMem_RawFree(t->expect);
     t->expect = NULL;
     t->nexpect = 0;
 }
@@ -436,7 +447,7 @@ void te_rearm(Engine *e) {
     heap_t *waiting[2] = {&e->retry, &e->due};
     for (int i = 0; i < 2; i++) {
         top = te_heap_top(waiting[i]);
-        if (top >= 0 && !e->held && e->in_flight < e->max_in_flight && e->targets[top].when < at)
+        if (top >= 0 && !te_holding(e) && e->in_flight < e->max_in_flight && e->targets[top].when < at)
             at = e->targets[top].when;
     }
     if (at < INFINITY) arm(e, at);

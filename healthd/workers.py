@@ -314,6 +314,7 @@ def scheduler_for(
     on_delay: DelayFn | None = None,
     on_delays: DelayBatchFn | None = None,
     quiet: Quiet | None = None,
+    engine_thread: bool = False,
 ) -> ProbeRunner:
     """The in-process scheduler (``workers == 0``), a pool of that many worker processes, or
     ``"auto"``: in process until the daemon gets busy (``autoworkers``).  Schedule delays go to
@@ -329,10 +330,16 @@ def scheduler_for(
             on_delay=on_delay,
             on_delays=on_delays,
             quiet=quiet,
+            engine_thread=engine_thread,
         )
     if workers <= 0:
         return Scheduler(
-            probes, on_result, max_concurrent=max_concurrent, on_delay=on_delay, quiet=quiet
+            probes,
+            on_result,
+            max_concurrent=max_concurrent,
+            on_delay=on_delay,
+            quiet=quiet,
+            engine_thread=engine_thread,
         )
     return WorkerPool(
         probes,

@@ -143,12 +143,14 @@ class NativeTcp(Generic[T]):
         seed: int,
         duration_bounds: tuple[float, ...] = (),
         delay_bounds: tuple[float, ...] = (),
+        threaded: bool = False,
+        nice: int = 0,
     ) -> None:
         assert _tcpengine is not None, "check available() first"
         self._loop = loop
         self._done = done
         self._engine = _tcpengine.Engine(
-            max_in_flight, jitter, seed, tuple(duration_bounds), tuple(delay_bounds)
+            max_in_flight, jitter, seed, tuple(duration_bounds), tuple(delay_bounds), threaded, nice
         )
         self._entries: dict[int, _Entry[T]] = {}
         self._fd = self._engine.fileno()

@@ -22,6 +22,14 @@ from healthd.probes.native import NativeTcp
 from healthd.probes.tcp import probe_tcp
 
 Got = list[tuple[str, ProbeResult, float]]
+THREADED = {"on": False}
+
+
+@pytest.fixture(autouse=True, params=["loop", "thread"])
+def threaded(request: pytest.FixtureRequest) -> bool:
+    """Every test runs twice: the engine run by the event loop, and in a thread of its own."""
+    THREADED["on"] = request.param == "thread"
+    return THREADED["on"]
 
 
 def open_fds() -> int:
@@ -44,7 +52,9 @@ def engine(got: Got, max_in_flight: int = 1024, jitter: float = 0.0) -> NativeTc
         got.append((token, result, delay_s))
 
     loop = asyncio.get_running_loop()
-    return NativeTcp(loop, done, max_in_flight=max_in_flight, jitter=jitter, seed=7)
+    return NativeTcp(
+        loop, done, max_in_flight=max_in_flight, jitter=jitter, seed=7, threaded=THREADED["on"]
+    )
 
 
 async def wait_for(predicate: object, timeout_s: float = 3.0) -> None:
@@ -155,8 +165,11 @@ async def test_checks_repeat_every_interval_with_their_delay(refused_port: int) 
     assert max(delay for _, _, delay in got) < 0.05
 
 
-async def test_a_removed_check_reports_nothing_and_leaves_no_socket(stalled_port: int) -> None:
+async def test_a_removed_check_reports_nothing_and_leaves_no_socket(
+    stalled_port: int, threaded: bool
+) -> None:
     got: Got = []
+    own = 4 if threaded else 2  # the epoll set and timer; threaded, two eventfds
     fds = open_fds()
     tcp = engine(got)
     now = asyncio.get_running_loop().time()
@@ -165,14 +178,14 @@ async def test_a_removed_check_reports_nothing_and_leaves_no_socket(stalled_port
         for i in range(5)
     ]
     await wait_for(lambda: tcp.in_flight == 5)
-    assert open_fds() == fds + 2 + 5  # the engine's epoll set and timer, five connects
+    assert open_fds() == fds + own + 5  # five connects
     for handle in handles[:3]:
         tcp.remove(handle)
-    assert tcp.in_flight == 2 and open_fds() == fds + 2 + 2
+    assert tcp.in_flight == 2 and open_fds() == fds + own + 2
     await wait_for(lambda: len(got) == 2)
     assert sorted(token for token, _, _ in got) == ["3", "4"]
     assert all(r.reason is Reason.TIMEOUT for _, r, _ in got)
-    assert open_fds() == fds + 2
+    assert open_fds() == fds + own
     tcp.close()
     assert open_fds() == fds
 
@@ -347,6 +360,7 @@ def quiet_engine(got: Got) -> NativeTcp[str]:
         seed=7,
         duration_bounds=(0.001, 0.5),
         delay_bounds=DELAY_BUCKETS_S,
+        threaded=THREADED["on"],
     )
 
 
