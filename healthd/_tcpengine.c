@@ -261,6 +261,7 @@ static void close_all(Engine *self) {
     if (self->tfd >= 0) close(self->tfd);
     if (self->epfd >= 0) close(self->epfd);
     self->tfd = self->epfd = -1;
+    for (int i = 0; i < self->out.len; i++) te_result_free(&self->out.items[i]);
     self->out.len = 0;
 }
 
@@ -425,7 +426,10 @@ static PyObject *Engine_remove_locked(Engine *self, PyObject *arg) {
     t->gen++;
     int kept = 0; /* its results not yet taken go too: the slot may be reused */
     for (int i = 0; i < self->out.len; i++)
-        if (self->out.items[i].slot != slot) self->out.items[kept++] = self->out.items[i];
+        if (self->out.items[i].slot != slot)
+            self->out.items[kept++] = self->out.items[i];
+        else
+            te_result_free(&self->out.items[i]);
     self->out.len = kept;
     self->free_slots[self->nfree++] = (int)slot;
     self->live_count--;
@@ -518,7 +522,7 @@ static PyObject *take_results(Engine *self, int budget) {
     for (int i = 0; i < n; i++) {
         result_t *r = &self->out.items[i];
         PyObject *extra;
-        if (r->line_len >= 0)
+        if (r->line)
             extra = PyBytes_FromStringAndSize(r->line, r->line_len);
         else if (r->status >= 0)
             extra = PyLong_FromLong(r->status);
@@ -533,9 +537,15 @@ static PyObject *take_results(Engine *self, int budget) {
         }
         PyList_SET_ITEM(results, i, item);
     }
+    for (int i = 0; i < n; i++) te_result_free(&self->out.items[i]);
     self->out.len -= n;
     if (self->out.len)
         memmove(self->out.items, self->out.items + n, sizeof(result_t) * (size_t)self->out.len);
+    else if (self->out.cap > 4096) { /* a backlog's room goes back (a slow start-up) */
+        PyMem_RawFree(self->out.items);
+        self->out.items = NULL;
+        self->out.cap = 0;
+    }
     return results;
 }
 
@@ -811,7 +821,8 @@ PyMODINIT_FUNC PyInit__tcpengine(void) {
         PyModule_AddIntConstant(m, "HTTP_BAD_LINE", HTTP_BAD_LINE) < 0 ||
         PyModule_AddIntConstant(m, "HTTP_CLOSED_IN_HEAD", HTTP_CLOSED_IN_HEAD) < 0 ||
         PyModule_AddIntConstant(m, "HTTP_HEAD_TOO_LONG", HTTP_HEAD_TOO_LONG) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_HEAD_BYTES", MAX_HEAD_BYTES) < 0) {
+        PyModule_AddIntConstant(m, "MAX_HEAD_BYTES", MAX_HEAD_BYTES) < 0 ||
+        PyModule_AddIntConstant(m, "PENDING_MAX", PENDING_MAX) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -42,7 +42,7 @@
 #define TIMER_TAG UINT64_MAX
 #define LINE_BYTES 80
 /* threaded: results waiting for Python beyond this, the engine starts no check (back-pressure) */
-#define PENDING_MAX 65536
+#define PENDING_MAX 16384
 #define SYN_SENT 2
 #define TCP_CLOSED 7
 #define TCP_IS_ESTABLISHED 1
@@ -101,8 +101,8 @@ typedef struct {
     double duration;
     double delay;
     int status;   /* an HTTP check's status, or -1 */
-    int line_len; /* HTTP_BAD_LINE: the first line's length (line), else -1 */
-    char line[LINE_BYTES];
+    int line_len; /* HTTP_BAD_LINE: the first line's length */
+    char *line;   /* HTTP_BAD_LINE: the first line (PyMem_Raw), else NULL */
 } result_t;
 
 typedef struct {
@@ -162,6 +162,11 @@ typedef struct {
 } Engine;
 
 static inline int te_heap_top(heap_t *h) { return h->len ? h->items[0] : -1; }
+
+static inline void te_result_free(result_t *r) {
+    PyMem_RawFree(r->line);
+    r->line = NULL;
+}
 
 /* no check is to start: held by Python, or (threaded) too many results wait for it */
 static inline int te_holding(const Engine *e) {

@@ -7,6 +7,7 @@ HTTP_BAD_LINE: int
 HTTP_CLOSED_IN_HEAD: int
 HTTP_HEAD_TOO_LONG: int
 MAX_HEAD_BYTES: int
+PENDING_MAX: int
 
 class Engine:
     in_flight: int

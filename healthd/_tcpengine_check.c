@@ -116,8 +116,12 @@ static void append_result(results_t *out, int slot, int code, double duration, d
     r->duration = duration;
     r->delay = delay;
     r->status = status;
-    r->line_len = line ? (line_len < LINE_BYTES ? line_len : LINE_BYTES) : -1;
-    if (line) memcpy(r->line, line, (size_t)r->line_len);
+    r->line = NULL;
+    r->line_len = 0;
+    if (line && (r->line = PyMem_RawMalloc(line_len ? (size_t)line_len : 1))) {
+        memcpy(r->line, line, (size_t)line_len);
+        r->line_len = line_len;
+    }
 }
 
 /* The check of ``slot`` ended with ``code`` (its socket, if any, is already closed): report it

@@ -165,6 +165,45 @@ async def test_checks_repeat_every_interval_with_their_delay(refused_port: int) 
     assert max(delay for _, _, delay in got) < 0.05
 
 
+async def test_in_its_thread_the_engine_keeps_its_schedule_while_the_loop_is_busy(
+    refused_port: int, threaded: bool
+) -> None:
+    got: Got = []
+    tcp = engine(got)
+    loop = asyncio.get_running_loop()
+    tcp.add("a", TcpCheck(), Target("127.0.0.1", refused_port), 0.1, 0.05, loop.time() + 0.05)
+    await asyncio.sleep(0.12)  # one check, at 0.05
+    time.sleep(0.6)  # the event loop busy with something else: checks due at 0.15 .. 0.65
+    await asyncio.sleep(0.05)
+    tcp.close()
+    delays = [delay for _, _, delay in got]
+    if threaded:  # they ran on time meanwhile; their results came once the loop was back
+        assert len(got) >= 7 and max(delays) < 0.05
+    else:  # nothing ran while the loop was held: the next check started ~0.5 s late
+        assert len(got) <= 3 and max(delays) > 0.4
+
+
+async def test_in_its_thread_the_engine_stops_starting_checks_while_results_pile_up(
+    refused_port: int, threaded: bool
+) -> None:
+    if not threaded:
+        pytest.skip("on the loop, the engine runs only when its results are taken")
+    got: Got = []
+    tcp = engine(got)
+    loop = asyncio.get_running_loop()
+    for i in range(400):  # 20 000 checks a second
+        tcp.add(str(i), TcpCheck(), Target("127.0.0.1", refused_port), 0.02, 0.05, loop.time())
+    await asyncio.sleep(0.1)
+    before = len(got)
+    time.sleep(3.0)  # nobody takes the results: ~60 000 checks due meanwhile
+    await asyncio.sleep(0.3)
+    tcp.close()
+    after = got[before:]
+    # held once PENDING_MAX results waited: far fewer than the ~66 000 due, started late
+    assert _tcpengine.PENDING_MAX <= len(after) < 30_000
+    assert max(delay for _, _, delay in after) > 1.0
+
+
 async def test_a_removed_check_reports_nothing_and_leaves_no_socket(
     stalled_port: int, threaded: bool
 ) -> None:
