@@ -46,7 +46,7 @@ def healthd_config(
     metrics_port: int = 9540,
     max_concurrent: int = 1024,
     workers: int | str | None = None,  # None: healthd's default (auto)
-    engine_thread: bool = False,  # probes.engine_thread
+    engine_threads: int = 0,  # probes.engine_threads
     reconcile_interval: str = "5s",
     initial_state: str = "up",
     netlink: str = "raw",
@@ -60,8 +60,8 @@ def healthd_config(
     probes = f"  max_concurrent: {max_concurrent}\n"
     if workers is not None:
         probes += f"  workers: {workers}\n"
-    if engine_thread:
-        probes += "  engine_thread: true\n"
+    if engine_threads:
+        probes += f"  engine_threads: {engine_threads}\n"
     duration = f", check_duration: {check_duration}" if check_duration else ""
     lines = [
         f'metrics: {{listen: "127.0.0.1:{metrics_port}"{duration}}}',

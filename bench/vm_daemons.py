@@ -84,8 +84,9 @@ class Daemon:
         self.events_path: Path | None = None
         # "healthd:2": probes.workers 2, "healthd:auto": auto; "healthd" and "healthd-pyroute2"
         # one process (workers 0, as before auto existed); "healthd-defaults": nothing set;
-        # "healthd-thread": as healthd-defaults, but one process with the engine in its thread
+        # "healthd-threadsK": as healthd-defaults, but one process, the engine in K threads
         kind, _, workers = kind.partition(":")
+        threads = int(kind[len("healthd-threads") :]) if kind.startswith("healthd-threads") else 0
         self.log_path = work / f"{kind}{workers}-{check_type}-{n}.log"
         self.log = self.log_path.open("w")
         if kind == "keepalived":
@@ -112,8 +113,8 @@ class Daemon:
                 n=n,
                 check=check_type,
                 workdir=work,
-                workers=0 if kind == "healthd-thread" else self.workers(kind, workers, args),
-                engine_thread=kind == "healthd-thread",
+                workers=0 if threads else self.workers(kind, workers, args),
+                engine_threads=threads,
                 netlink="raw" if kind == "healthd" else "pyroute2",
                 events_file=self.events_path,
                 tcp_close=args.tcp_close,
@@ -474,8 +475,8 @@ def main() -> int:
         default=["keepalived", "healthd", "healthd:auto", "healthd:2", "healthd-defaults"],
         help="keepalived; healthd (raw netlink, probes in one process), healthd:W (probes.workers"
         " W: a number or auto); healthd-pyroute2 (reconcile.netlink: pyroute2, one process);"
-        " healthd-defaults (nothing set: pyroute2, workers auto); healthd-thread (as"
-        " healthd-defaults, but probes.workers 0 and probes.engine_thread true)",
+        " healthd-defaults (nothing set: pyroute2, workers auto); healthd-threadsK (as"
+        " healthd-defaults, but probes.workers 0 and probes.engine_threads K)",
     )
     parser.add_argument("--checks", nargs="+", default=["tcp", "http"])
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])

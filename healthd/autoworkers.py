@@ -81,7 +81,7 @@ class AutoScheduler:
         window_s: float = WINDOW_S,
         pool: PoolFactory | None = None,
         quiet: Quiet | None = None,
-        engine_thread: bool = False,
+        engine_threads: int = 0,
     ) -> None:
         self._keys = list(dict.fromkeys(probes))
         self._on_result = on_result
@@ -103,7 +103,7 @@ class AutoScheduler:
             max_concurrent=max_concurrent,
             on_delay=self._count_delay,
             quiet=dataclasses.replace(quiet, delays=self._count_delays) if quiet else None,
-            engine_thread=engine_thread,
+            engine_threads=engine_threads,
         )
         self._completed_before = 0  # by the schedulers that ran before the current one
         self._progress_before = self._current.last_progress

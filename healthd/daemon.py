@@ -100,7 +100,7 @@ class Daemon(Operations):
                 delays=self.metrics.merge_schedule_delays,
                 duration_bounds=self.metrics.duration_buckets,
             ),
-            engine_thread=self.config.probe_engine_thread,
+            engine_threads=self.config.probe_engine_threads,
         )
         self.stopping = asyncio.Event()
         # host: systemd notify/watchdog, the event log, notify commands (healthd/host.py)

@@ -93,7 +93,7 @@ class Quiet:
 # scrape drains them first): a drain costs Python per check counted, so a check run every second
 # is counted a few times per drain.
 QUIET_DRAIN_S = 5.0
-# With ``engine_thread``, the C engine's thread runs this much nicer than the daemon: as the
+# With ``engine_threads``, the C engine's threads run this much nicer than the daemon: as the
 # probe workers do (probeworker.NICE), so that busy it leaves the kernel's packet processing and
 # the daemon's own work their CPU.
 ENGINE_THREAD_NICE = 5
@@ -152,13 +152,13 @@ class Scheduler:
         on_delay: DelayFn | None = None,
         use_native: bool | None = None,
         quiet: Quiet | None = None,
-        engine_thread: bool = False,
+        engine_threads: int = 0,
     ) -> None:
         self._keys = list(probes)
         self._quiet = quiet
         # plain TCP checks in the C engine (probes.native): by default when it was built
         self._use_native = native.available() if use_native is None else use_native
-        self._engine_thread = engine_thread
+        self._engine_threads = engine_threads
         self._on_result = on_result
         self._max_concurrent = max_concurrent
         self._jitter = jitter
@@ -219,8 +219,8 @@ class Scheduler:
                 seed=self._rng.getrandbits(64),
                 duration_bounds=quiet.duration_bounds if quiet else (),
                 delay_bounds=DELAY_BUCKETS_S if quiet else (),
-                threaded=self._engine_thread,
-                nice=ENGINE_THREAD_NICE if self._engine_thread else 0,
+                threads=self._engine_threads,
+                nice=ENGINE_THREAD_NICE,
             )
         self._slots = {}
         drains = None

@@ -314,7 +314,7 @@ def scheduler_for(
     on_delay: DelayFn | None = None,
     on_delays: DelayBatchFn | None = None,
     quiet: Quiet | None = None,
-    engine_thread: bool = False,
+    engine_threads: int = 0,
 ) -> ProbeRunner:
     """The in-process scheduler (``workers == 0``), a pool of that many worker processes, or
     ``"auto"``: in process until the daemon gets busy (``autoworkers``).  Schedule delays go to
@@ -330,7 +330,7 @@ def scheduler_for(
             on_delay=on_delay,
             on_delays=on_delays,
             quiet=quiet,
-            engine_thread=engine_thread,
+            engine_threads=engine_threads,
         )
     if workers <= 0:
         return Scheduler(
@@ -339,7 +339,7 @@ def scheduler_for(
             max_concurrent=max_concurrent,
             on_delay=on_delay,
             quiet=quiet,
-            engine_thread=engine_thread,
+            engine_threads=engine_threads,
         )
     return WorkerPool(
         probes,

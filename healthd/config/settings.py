@@ -33,7 +33,7 @@ def parse_settings(top: Layer) -> dict[str, Any]:
         out["reconcile"] = _reconcile(top["reconcile"])
     if "probes" in top:
         probes = (
-            top["probes"].mapping(frozenset({"max_concurrent", "workers", "engine_thread"})) or {}
+            top["probes"].mapping(frozenset({"max_concurrent", "workers", "engine_threads"})) or {}
         )
         if "max_concurrent" in probes:
             value = probes["max_concurrent"].integer(1, 100_000)
@@ -43,10 +43,10 @@ def parse_settings(top: Layer) -> dict[str, Any]:
             workers = probes["workers"].integer_or("auto", 0, 64)
             if workers is not None:
                 out["probe_workers"] = workers
-        if "engine_thread" in probes:  # the C engine's checks in a thread of their own
-            thread = probes["engine_thread"].boolean()
-            if thread is not None:
-                out["probe_engine_thread"] = thread
+        if "engine_threads" in probes:  # the C engine's checks in threads of their own
+            threads = probes["engine_threads"].integer(0, 64)
+            if threads is not None:
+                out["probe_engine_threads"] = threads
     if "control" in top:
         out["control"] = _control(top["control"])
     if "state_file" in top:

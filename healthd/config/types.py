@@ -157,8 +157,8 @@ class Config:
     # probes.workers: "auto" = in the daemon's process until it is busy (healthd/autoworkers.py),
     # 0 = always there, N = in N worker processes (healthd/workers.py)
     probe_workers: int | Literal["auto"] = "auto"
-    # probes.engine_thread: the C engine's checks run in a thread of their own (scheduler.py)
-    probe_engine_thread: bool = False
+    # probes.engine_threads: the C engine's checks run in that many threads (0: on the event loop)
+    probe_engine_threads: int = 0
     control: ControlConfig = ControlConfig()
     state_file: str = "/var/lib/healthd/state.json"
     scripts: ScriptsConfig = ScriptsConfig()

@@ -30,7 +30,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import h11
 
@@ -131,7 +131,12 @@ class _Entry(Generic[T]):
 
 
 class NativeTcp(Generic[T]):
-    """Plain TCP checks in the C engine on ``loop``; ``done(token, result, delay_s)`` for each."""
+    """Plain TCP checks in the C engine on ``loop``; ``done(token, result, delay_s)`` for each.
+
+    ``threads`` 0: one engine, run by the event loop.  ``threads`` N: N engines, each in a
+    thread of its own (at ``nice`` relative to the process), the checks spread over them by
+    count; each hands its results to the loop through its descriptor.  A handle says its engine
+    (``handle % engines``) and its slot there (``handle // engines``)."""
 
     def __init__(
         self,
@@ -143,27 +148,48 @@ class NativeTcp(Generic[T]):
         seed: int,
         duration_bounds: tuple[float, ...] = (),
         delay_bounds: tuple[float, ...] = (),
-        threaded: bool = False,
+        threads: int = 0,
         nice: int = 0,
     ) -> None:
         assert _tcpengine is not None, "check available() first"
         self._loop = loop
         self._done = done
-        self._engine = _tcpengine.Engine(
-            max_in_flight, jitter, seed, tuple(duration_bounds), tuple(delay_bounds), threaded, nice
-        )
+        count = max(1, threads)
+        self._engines = [
+            _tcpengine.Engine(
+                max(1, max_in_flight // count),
+                jitter,
+                (seed + i) % 2**64,
+                tuple(duration_bounds),
+                tuple(delay_bounds),
+                threads > 0,
+                nice,
+            )
+            for i in range(count)
+        ]
         self._entries: dict[int, _Entry[T]] = {}
-        self._fd = self._engine.fileno()
+        self._fds = [engine.fileno() for engine in self._engines]
         self._budget = BUDGET[0]
+        self._draining = 0  # the engine drain() goes on with
         self.finished_at = 0.0  # time.monotonic() of the latest callback that finished a check
-        loop.add_reader(self._fd, self._ready)
+        for index, fd in enumerate(self._fds):
+            loop.add_reader(fd, self._ready, index)
 
     @property
     def in_flight(self) -> int:
-        return self._engine.in_flight
+        return sum(engine.in_flight for engine in self._engines)
+
+    @property
+    def threads(self) -> int:
+        """Engine threads (0: the engine runs on the event loop)."""
+        return len(self._engines) if self._engines[0].threaded else 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _engine_of(self, handle: int) -> tuple[Any, int]:
+        count = len(self._engines)
+        return self._engines[handle % count], handle // count
 
     def add(
         self,
@@ -182,6 +208,8 @@ class NativeTcp(Generic[T]):
         and judges the response's status.  ValueError: a check the engine cannot take (an
         address, a request h11 refuses: the caller runs that check in Python)."""
         port = target.port if spec.port is None else spec.port
+        index = min(range(len(self._engines)), key=lambda i: len(self._engines[i]))
+        engine = self._engines[index]
         if isinstance(spec, HttpCheck):
             if not lean_http(spec):
                 raise ValueError("an HTTPS check, or one that reads the body")
@@ -189,31 +217,36 @@ class NativeTcp(Generic[T]):
                 request = request_bytes(spec, target)
             except h11.LocalProtocolError as exc:
                 raise ValueError(f"invalid request: {exc}") from exc
-            handle = self._engine.add(
+            slot = engine.add(
                 target.address, port, interval_s, timeout_s, due, rise, False, request,
                 spec.expect_status,
             )  # fmt: skip
         else:
             reset = spec.close == "reset"
-            handle = self._engine.add(target.address, port, interval_s, timeout_s, due, rise, reset)
+            slot = engine.add(target.address, port, interval_s, timeout_s, due, rise, reset)
+        handle = slot * len(self._engines) + index
         self._entries[handle] = _Entry(token, spec, target, timeout_s)
         return handle
 
     def remove(self, handle: int) -> None:
         """Stop checking; a connect in progress is closed and reports nothing."""
         del self._entries[handle]
-        self._engine.remove(handle)
+        engine, slot = self._engine_of(handle)
+        engine.remove(slot)
 
     def hold(self, held: bool) -> None:
-        self._engine.hold(held)
+        for engine in self._engines:
+            engine.hold(held)
 
     def quiet(self, handle: int) -> None:
         """Count this check's successes (``drain``) until its next failure."""
-        self._engine.quiet(handle, True)
+        engine, slot = self._engine_of(handle)
+        engine.quiet(slot, True)
 
     def drain_one(self, handle: int) -> QuietCount | None:
         """One check's quiet successes since they were last drained (None: none)."""
-        got = self._engine.drain_one(handle)
+        engine, slot = self._engine_of(handle)
+        got = engine.drain_one(slot)
         if got is None:
             return None
         n, total_s, counts, last_end, last_duration_s = got
@@ -222,30 +255,49 @@ class NativeTcp(Generic[T]):
 
     def drain(self, limit: int) -> tuple[list[tuple[T, QuietCount]], DelayCount, bool]:
         """The quiet successes counted since they were last drained, for at most ``limit``
-        checks from where the last call stopped, and every quiet success's delay; True once
-        the last check was reached (the next call starts over)."""
-        checks, delays, done = self._engine.drain(limit)
+        checks from where the last call stopped (engine after engine), and the quiet successes'
+        delays (those of the engines drained); True once the last check of the last engine was
+        reached (the next call starts over)."""
         entries = self._entries
+        count = len(self._engines)
         to_wall = time.time() - time.monotonic()  # the engine's clock is CLOCK_MONOTONIC
-        counted = []
-        for handle, n, total_s, counts, last_end, last_duration_s in checks:
-            entry = entries.get(handle)
-            if entry is not None:
-                count = QuietCount(n, total_s, counts, last_end + to_wall, last_duration_s)
-                counted.append((entry.token, count))
-        return counted, delays, done
+        counted: list[tuple[T, QuietCount]] = []
+        delay_counts: list[int] = []
+        delay_n, delay_total_s = 0, 0.0
+        while True:
+            index = self._draining
+            checks, (counts_, n_, total_), done = self._engines[index].drain(limit - len(counted))
+            delay_counts = [a + b for a, b in zip(delay_counts, counts_)] or list(counts_)
+            delay_n += n_
+            delay_total_s += total_
+            for slot, n, total_s, counts, last_end, last_duration_s in checks:
+                entry = entries.get(slot * count + index)
+                if entry is not None:
+                    quiet = QuietCount(n, total_s, counts, last_end + to_wall, last_duration_s)
+                    counted.append((entry.token, quiet))
+            if not done:
+                return counted, (tuple(delay_counts), delay_n, delay_total_s), False
+            self._draining = (index + 1) % count
+            if self._draining == 0:
+                return counted, (tuple(delay_counts), delay_n, delay_total_s), True
+            if len(counted) >= limit:
+                return counted, (tuple(delay_counts), delay_n, delay_total_s), False
 
     def close(self) -> None:
-        self._loop.remove_reader(self._fd)
-        self._engine.close()
+        for fd in self._fds:
+            self._loop.remove_reader(fd)
+        for engine in self._engines:
+            engine.close()
         self._entries.clear()
 
-    def _ready(self) -> None:
+    def _ready(self, index: int) -> None:
         entries, done = self._entries, self._done
+        engine = self._engines[index]
+        count = len(self._engines)
         began = time.monotonic()
-        results = self._engine.run(self._budget)
-        for handle, code, duration_s, delay_s, extra in results:
-            entry = entries.get(handle)
+        results = engine.run(self._budget)
+        for slot, code, duration_s, delay_s, extra in results:
+            entry = entries.get(slot * count + index)
             if entry is None:  # removed by a callback of this batch
                 continue
             if code == 0 and extra is None:  # a TCP check connected: the hot path
@@ -253,7 +305,7 @@ class NativeTcp(Generic[T]):
             else:
                 result = entry.result(code, duration_s, extra)
             done(entry.token, result, delay_s)
-        finished = self._engine.finished  # quiet ones too: their system calls take the time
+        finished = engine.finished  # quiet ones too: their system calls take the time
         if finished:
             self.finished_at = ended = time.monotonic()
             per_result_s = (ended - began) / finished
