@@ -49,6 +49,15 @@
  * by the time it waited for this engine (te_connected_late): the real server has the request
  * for as long as it would have had.
  *
+ * Threaded (Engine(threaded=True), probes.engine_threads): a thread of the engine's own, at
+ * ``nice`` relative to the process and with every signal blocked, waits on the epoll set and
+ * makes the passes run() would make, under the engine's mutex and without the GIL; Python's
+ * calls take the mutex (the thread lets a waiting call in between two passes).  A pass's
+ * results wait in the engine (C records: no Python object is made inside a pass, threaded or
+ * not) and an eventfd, the descriptor fileno() then gives, wakes the event loop; run() hands
+ * them over.  While PENDING_MAX results wait, the thread starts no check (it still finishes
+ * and times out the ones in flight); a removed target's waiting results go with it.
+ *
  * This file is the Python type (adding and removing targets, run(), the quiet counts);
  * _tcpengine_check.c is one check (the heaps, a connect, an HTTP exchange, how a check ends,
  * the timer); _tcpengine.h holds what the two share.
@@ -56,6 +65,7 @@
 #include "_tcpengine.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -86,6 +96,9 @@ static void notify(Engine *self) {
 
 static void *engine_thread(void *arg) {
     Engine *self = arg;
+    sigset_t all; /* the process's signals go to its other threads (Python handles them there) */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     if (self->nice) { /* per thread on Linux: this thread only */
         pid_t tid = (pid_t)syscall(SYS_gettid);
         errno = 0;
@@ -141,9 +154,7 @@ static void stop_thread(Engine *self) {
     pthread_mutex_unlock(&self->lock);
     uint64_t one = 1;
     (void)!write(self->stopfd, &one, sizeof one);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_join(self->thread, NULL);
-    Py_END_ALLOW_THREADS
+    pthread_join(self->thread, NULL); /* it never takes the GIL: no need to let it go */
     pthread_mutex_destroy(&self->lock);
     self->threaded = 0;
     close(self->notefd);

@@ -1,9 +1,21 @@
 """``probes.workers: auto`` (the default): probes in the daemon's process until it gets busy,
-then in one worker process, then (if one falls behind) in one per usable CPU.
+then in one worker process, then (if one falls behind) in one per usable CPU; or, with
+``probes.engine_threads: auto`` (the default) when most probes are the C engine's, the first
+move keeps them in the daemon's process and runs the engine in threads of its own instead.
+
+Why threads first for the engine's checks (docs/benchmarks.md): in the test VM at N = 5000 TCP
+checks, the engine in one thread kept the schedule at 0.90x keepalived's CPU per check (the
+probes in two worker processes: 1.11x), and the daemon held 72-79 MB in one process where the
+workers made three processes of 128 MB.  Threads cost more per check when the daemon is not
+busy (the results cross from one thread to the other: +9-19 % at 100-1 000 checks/s), hence
+on the event loop until the daemon is busy.  The move to threads is the last one: the checks
+left on the loop are the Python ones, and a worker would run the engine's checks on one core.
 
 ``AutoScheduler`` runs the in-process ``Scheduler`` and samples the process's CPU time every
 ``WINDOW_S``; when ``workerpolicy.first_move`` says so, it stops the in-process scheduler and
-starts a ``WorkerPool`` of one worker with the same probes.  It then samples that worker's CPU
+starts a ``WorkerPool`` of one worker with the same probes (or, see above, an in-process
+``Scheduler`` with ``workerpolicy.engine_threads_for`` engine threads; from then on the window's
+CPU is the event loop's thread's, ``time.thread_time``).  It then samples that worker's CPU
 time (``/proc``) and the schedule delays the worker reports; when ``workerpolicy.more_workers``
 says the worker is behind for want of CPU, it replaces the pool with a larger one, once.
 Health, metrics and the reconciler see one scheduler throughout: results go to the same
@@ -23,6 +35,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Literal
 
 from healthd.checkspec import ProbeResult
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
@@ -33,10 +46,12 @@ from healthd.workerpolicy import (
     LATE_S,
     WINDOW_S,
     WorkerWindow,
+    engine_threads_for,
     first_move,
     late_fraction,
     late_starts,
     more_workers,
+    to_engine_threads,
 )
 from healthd.workers import DelayBatchFn, WorkerPool
 
@@ -81,14 +96,21 @@ class AutoScheduler:
         window_s: float = WINDOW_S,
         pool: PoolFactory | None = None,
         quiet: Quiet | None = None,
-        engine_threads: int = 0,
+        engine_threads: int | Literal["auto"] = "auto",
+        thread_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self._keys = list(dict.fromkeys(probes))
         self._on_result = on_result
         self._max_concurrent = max_concurrent
         self._on_delays = on_delays
         self._cpus = usable_cpus() if cpus is None else cpus
-        self._cpu_clock = cpu_clock
+        # probes.engine_threads: N from the start; auto: the first move may go to threads
+        fixed = engine_threads if isinstance(engine_threads, int) else 0
+        self._thread_move = engine_threads == "auto"
+        self._process_clock = cpu_clock
+        self._thread_clock = thread_clock
+        # with the engine in threads, what the event loop's thread does is what counts
+        self._cpu_clock = thread_clock if fixed else cpu_clock
         self._pid_cpu = pid_cpu
         self._window_s = window_s
         self._make_pool = pool or self._worker_pool
@@ -103,7 +125,7 @@ class AutoScheduler:
             max_concurrent=max_concurrent,
             on_delay=self._count_delay,
             quiet=dataclasses.replace(quiet, delays=self._count_delays) if quiet else None,
-            engine_threads=engine_threads,
+            engine_threads=fixed,
         )
         self._completed_before = 0  # by the schedulers that ran before the current one
         self._progress_before = self._current.last_progress
@@ -122,6 +144,10 @@ class AutoScheduler:
     @property
     def in_flight(self) -> int:
         return self._current.in_flight
+
+    @property
+    def engine_threads(self) -> int:
+        return self._current.engine_threads
 
     @property
     def last_progress(self) -> float:
@@ -149,6 +175,12 @@ class AutoScheduler:
                     f"this process used {busy} in the last {len(self.daemon_windows)} "
                     f"windows of {self._window_s:g}s"
                 )
+                share = self._current.engine_share
+                if self._thread_move and to_engine_threads(share):
+                    threads = engine_threads_for(self._cpus)
+                    task = await self._to_threads(task, threads, share, why)
+                    await task  # the last move
+                    return
                 task = await self._move(task, 1, why)
                 wanted = await self._watch_worker(task)
                 if wanted > 1:
@@ -252,14 +284,45 @@ class AutoScheduler:
             "" if workers == 1 else "es",
             self._cpus,
         )
+        await self._stop(task)
+        self._current = self._make_pool(self._keys, workers, self._pool_delays)
+        self.workers = workers
+        return asyncio.create_task(self._current.run(), name="probe-workers")
+
+    async def _to_threads(
+        self, task: asyncio.Task[None], threads: int, share: float, why: str
+    ) -> asyncio.Task[None]:
+        assert isinstance(self._current, Scheduler)
+        log.warning(
+            "probes: %s: moving the C engine's checks (%.0f%% of %d probes) to %d thread%s of "
+            "their own in this process (probes.engine_threads: auto; %d CPUs usable)",
+            why,
+            100 * share,
+            len(self._keys),
+            threads,
+            "" if threads == 1 else "s",
+            self._cpus,
+        )
+        old = self._current
+        await self._stop(task)
+        self._current = Scheduler(
+            self._keys,
+            self._on_result,
+            max_concurrent=self._max_concurrent,
+            on_delay=self._count_delay,
+            quiet=old.quiet,
+            engine_threads=threads,
+        )
+        self._cpu_clock = self._thread_clock
+        return asyncio.create_task(self._current.run(), name="probes")
+
+    async def _stop(self, task: asyncio.Task[None]) -> None:
+        """Stop the probes' current runner (``task``), keeping what it completed."""
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self._completed_before += self._current.completed
         self._progress_before = max(self._progress_before, self._current.last_progress)
-        self._current = self._make_pool(self._keys, workers, self._pool_delays)
-        self.workers = workers
-        return asyncio.create_task(self._current.run(), name="probe-workers")
 
     def _worker_pool(
         self, keys: list[ProbeKey], workers: int, on_delays: DelayBatchFn

@@ -84,6 +84,7 @@ class Daemon(Operations):
                 overrides=lambda: unexpired(self.runtime.overrides, time.time()),
                 in_flight=lambda: self.scheduler.in_flight,
                 probe_workers=lambda: self.scheduler.workers,
+                probe_engine_threads=lambda: self.scheduler.engine_threads,
             )
         )
         self.metrics.sync_series(self.config)

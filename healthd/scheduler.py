@@ -58,6 +58,9 @@ class ProbeRunner(Protocol):
     def in_flight(self) -> int: ...
 
     @property
+    def engine_threads(self) -> int: ...  # the C engine's threads (0: on the event loop)
+
+    @property
     def last_progress(self) -> float: ...  # time.monotonic() of the last completed probe
 
     @property
@@ -188,6 +191,22 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connects: ConnectWaiter[_Slot] | None = None  # while running
         self._native: native.NativeTcp[_Slot] | None = None  # while running, if used
+
+    @property
+    def quiet(self) -> Quiet | None:
+        return self._quiet
+
+    @property
+    def engine_share(self) -> float:
+        """The share of the running probes the C engine runs (0 when none are running)."""
+        if not self._slots or self._native is None:
+            return 0.0
+        return len(self._native) / len(self._slots)
+
+    @property
+    def engine_threads(self) -> int:
+        """The C engine's threads (0: it runs on the event loop, or not at all)."""
+        return self._native.threads if self._native is not None else 0
 
     @property
     def last_progress(self) -> float:

@@ -1,6 +1,8 @@
 """``probes.workers: auto``: when the probes leave the daemon's process, and for how many.  Pure.
 
-Two moves at most, each decided over windows of ``WINDOW_S``:
+Two moves at most, each decided over windows of ``WINDOW_S`` (with ``probes.engine_threads:
+auto``, the first can instead take the C engine's checks to threads of the daemon's own process,
+``to_engine_threads``, ``engine_threads_for``; then it is the last):
 
 1. ``first_move``: the probes stay in the daemon's process (0 workers) until, for
    ``BUSY_WINDOWS`` windows in a row, the process was at least ``BUSY_SHARE`` of a core busy
@@ -40,6 +42,10 @@ BUSY_WINDOWS = 2
 LATE_S = 0.1  # one of DELAY_BUCKETS_S: the workers' delays come bucketed
 LATE_FRACTION = 0.01
 MAX_AUTO_WORKERS = 4
+# probes.engine_threads: auto: the first move goes to the C engine's threads, in the daemon's
+# process, when at least this share of the probes are the engine's
+ENGINE_SHARE = 0.5
+MAX_ENGINE_THREADS = 4
 _ON_TIME = DELAY_BUCKETS_S.index(LATE_S) + 1  # the buckets up to LATE_S: started on time
 
 
@@ -74,6 +80,18 @@ def first_move(windows: Sequence[WorkerWindow], usable_cpus: int) -> int:
     behind = all(w.busiest_share >= BUSY_SHARE and w.late_fraction > LATE_FRACTION for w in recent)
     saturated = all(w.busiest_share >= SATURATED_SHARE for w in recent)
     return 1 if behind or saturated else 0
+
+
+def to_engine_threads(engine_share: float) -> bool:
+    """Whether the first move takes the probes to the C engine's threads (in the daemon's
+    process) rather than to a worker process: most of them are the engine's."""
+    return engine_share >= ENGINE_SHARE
+
+
+def engine_threads_for(usable_cpus: int) -> int:
+    """The C engine's threads after that move: one per usable CPU but one (left to the event
+    loop and the kernel's packet processing), at least one, at most ``MAX_ENGINE_THREADS``."""
+    return max(1, min(usable_cpus - 1, MAX_ENGINE_THREADS))
 
 
 def more_workers(windows: Sequence[WorkerWindow], usable_cpus: int) -> int:

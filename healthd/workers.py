@@ -112,6 +112,10 @@ class WorkerPool(Scheduler):
     def in_flight(self) -> int:
         return self._pool_in_flight
 
+    @property
+    def engine_threads(self) -> int:
+        return 0  # the workers run their engines on their event loops
+
     async def run(self) -> None:
         """Run the workers until cancelled; cancelling stops them."""
         self._running = True
@@ -314,7 +318,7 @@ def scheduler_for(
     on_delay: DelayFn | None = None,
     on_delays: DelayBatchFn | None = None,
     quiet: Quiet | None = None,
-    engine_threads: int = 0,
+    engine_threads: int | Literal["auto"] = "auto",
 ) -> ProbeRunner:
     """The in-process scheduler (``workers == 0``), a pool of that many worker processes, or
     ``"auto"``: in process until the daemon gets busy (``autoworkers``).  Schedule delays go to
@@ -339,7 +343,7 @@ def scheduler_for(
             max_concurrent=max_concurrent,
             on_delay=on_delay,
             quiet=quiet,
-            engine_threads=engine_threads,
+            engine_threads=engine_threads if isinstance(engine_threads, int) else 0,
         )
     return WorkerPool(
         probes,

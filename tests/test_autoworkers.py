@@ -14,7 +14,7 @@ import pytest
 from probing import tcp_key, until
 
 from healthd.autoworkers import AutoScheduler
-from healthd.checkspec import ProbeResult, Reason
+from healthd.checkspec import CheckTiming, HttpCheck, ProbeResult, Reason, Target
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
 from healthd.scheduler import ResultFn, Scheduler
 from healthd.state import ProbeKey
@@ -51,6 +51,7 @@ async def test_a_busy_daemon_moves_its_probes_to_workers(listener: int, refused_
         cpus=2,
         cpu_clock=busy_clock(0.9),
         window_s=0.2,
+        engine_threads=0,  # never the engine's threads: workers
     )
     inline = auto._current
     task = asyncio.create_task(auto.run())
@@ -81,6 +82,55 @@ async def test_a_busy_daemon_moves_its_probes_to_workers(listener: int, refused_
     finally:
         await stop(task)
     await until(lambda: all(w.proc is None for w in pool._workers))  # stopping stops them
+
+
+async def test_a_busy_daemon_moves_the_engines_checks_to_its_threads(
+    listener: int, refused_port: int
+) -> None:
+    """Mostly checks the C engine runs: the first move takes them to the engine's threads in
+    this process, not to a worker process, and it is the last move."""
+    from healthd import _tcpengine  # noqa: F401  (built: an ImportError fails the test)
+
+    seen = Seen()
+    auto = AutoScheduler(
+        [tcp_key(listener, 0.05), tcp_key(refused_port, 0.05)],
+        seen,
+        cpus=3,
+        cpu_clock=busy_clock(0.9),
+        thread_clock=busy_clock(0.9),  # still busy after: no second move
+        window_s=0.1,
+    )
+    inline = auto._current
+    task = asyncio.create_task(auto.run())
+    try:
+        await until(lambda: auto.engine_threads > 0)
+        assert auto.engine_threads == 2 and auto.workers == 0  # 3 CPUs: one left to the loop
+        threaded = auto._current
+        assert type(threaded) is Scheduler and threaded is not inline
+        moved_at, inline_done = auto.completed, inline.completed
+        await until(lambda: auto.completed >= moved_at + 10)  # from the threads now
+        assert inline.completed == inline_done  # the loop's engine stopped: no doubles
+        ok = {port: ok for port, ok in zip(seen.ports, seen.ok, strict=True)}
+        assert ok == {listener: True, refused_port: False}
+        await asyncio.sleep(0.5)  # five busy windows more
+        assert auto._current is threaded and auto.workers == 0
+    finally:
+        await stop(task)
+
+
+async def test_a_busy_daemon_moves_checks_run_in_python_to_a_worker(refused_port: int) -> None:
+    key = ProbeKey(
+        HttpCheck(expect_body="ok"),  # reads the body: run in Python, not by the engine
+        Target("127.0.0.1", refused_port),
+        CheckTiming(0.05, 0.025),
+    )
+    auto = AutoScheduler([key], Seen(), cpus=2, cpu_clock=busy_clock(0.9), window_s=0.1)
+    task = asyncio.create_task(auto.run())
+    try:
+        await until(lambda: auto.workers == 1)
+        assert auto.engine_threads == 0
+    finally:
+        await stop(task)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +168,9 @@ async def test_a_busy_daemon_moves_only_when_its_probes_start_late(
             time.sleep(0.12)  # a loop this slow starts the other probe 120 ms late
 
     keys = [tcp_key(listener, 0.05), tcp_key(listener, 0.051)]
-    auto = AutoScheduler(keys, on_result, cpus=2, cpu_clock=busy_clock(0.7), window_s=0.3)
+    auto = AutoScheduler(
+        keys, on_result, cpus=2, cpu_clock=busy_clock(0.7), window_s=0.3, engine_threads=0
+    )
     task = asyncio.create_task(auto.run())
     try:
         if late:
@@ -186,6 +238,7 @@ async def test_a_worker_behind_its_schedule_for_want_of_cpu_gets_company(
         pid_cpu=lambda pid: worker_clock(),
         window_s=0.1,
         pool=pool,
+        engine_threads=0,
     )
     task = asyncio.create_task(auto.run())
     try:

@@ -153,10 +153,13 @@ async def test_a_blocked_event_loop_shows_as_lag() -> None:
     assert max(lags) >= 0.29
 
 
-async def test_schedule_delay_in_flight_and_workers_are_wired(tmp_path: Path) -> None:
+async def test_schedule_delay_in_flight_and_workers_are_wired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     daemon = await started_daemon(tmp_path)
     assert isinstance(daemon.scheduler, AutoScheduler)  # probes.workers: auto, the default
     assert scrape(daemon.metrics)[("healthd_probe_workers", frozenset())] == 0
+    assert scrape(daemon.metrics)[("healthd_probe_engine_threads", frozenset())] == 0
     inner = daemon.scheduler._current  # the in-process scheduler
     inner._tasks_in_flight = 5
     assert inner._on_delay is not None
@@ -169,6 +172,9 @@ async def test_schedule_delay_in_flight_and_workers_are_wired(tmp_path: Path) ->
     s = scrape(daemon.metrics)
     assert s[("healthd_checks_in_flight", frozenset())] == 5
     assert s[("healthd_probe_workers", frozenset())] == 2
+    # as after a move to the C engine's threads
+    monkeypatch.setattr(AutoScheduler, "engine_threads", property(lambda self: 3))
+    assert scrape(daemon.metrics)[("healthd_probe_engine_threads", frozenset())] == 3
     assert s[("healthd_check_schedule_delay_seconds_count", frozenset())] == 3
     assert s[("healthd_check_schedule_delay_seconds_sum", frozenset())] == pytest.approx(0.2015)
     assert s[("healthd_check_schedule_delay_seconds_bucket", frozenset({("le", "0.001")}))] == 2

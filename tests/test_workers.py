@@ -154,6 +154,40 @@ def test_probes_workers_in_the_config() -> None:
         parse_text(CONFIG % "[2]", "x.yaml")
 
 
+def test_probes_engine_threads_in_the_config() -> None:
+    threads = CONFIG.replace("{workers: %s}", "{engine_threads: %s}")
+    assert parse_text(threads % 2, "x.yaml").probe_engine_threads == 2
+    assert parse_text(threads % 0, "x.yaml").probe_engine_threads == 0
+    assert parse_text(threads % "auto", "x.yaml").probe_engine_threads == "auto"
+    default = parse_text(CONFIG.replace("probes: {workers: %s}\n", ""), "x.yaml")
+    assert default.probe_engine_threads == "auto"
+    expected = r"x\.yaml:2: probes\.engine_threads: must be auto or an integer 0\.\.64"
+    for bad in ("65", "yes", "-1"):
+        with pytest.raises(ConfigError, match=expected):
+            parse_text(threads % bad, "x.yaml")
+
+
+@pytest.mark.parametrize(("setting", "threads"), [(2, 2), ("auto", 0)])
+async def test_scheduler_for_runs_the_engine_in_the_threads_it_is_given(
+    listener: int, setting: int | str, threads: int
+) -> None:
+    from healthd import _tcpengine  # noqa: F401  (built: an ImportError fails the test)
+
+    got: list[bool] = []
+    scheduler = scheduler_for(
+        0, [tcp_key(listener, 0.05)], lambda k, r: got.append(r.ok), max_concurrent=10,
+        engine_threads=setting,  # type: ignore[arg-type]
+    )  # fmt: skip
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await until(lambda: len(got) >= 2)
+        assert got[0] and scheduler.engine_threads == threads  # auto: only with workers: auto
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_the_daemon_runs_its_probes_in_workers(tmp_path: Path, listener: int) -> None:
     from healthd.daemon import Daemon
     from healthd.ipvs.fake import FakeIpvs

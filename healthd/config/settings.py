@@ -44,7 +44,7 @@ def parse_settings(top: Layer) -> dict[str, Any]:
             if workers is not None:
                 out["probe_workers"] = workers
         if "engine_threads" in probes:  # the C engine's checks in threads of their own
-            threads = probes["engine_threads"].integer(0, 64)
+            threads = probes["engine_threads"].integer_or("auto", 0, 64)
             if threads is not None:
                 out["probe_engine_threads"] = threads
     if "control" in top:

@@ -157,8 +157,9 @@ class Config:
     # probes.workers: "auto" = in the daemon's process until it is busy (healthd/autoworkers.py),
     # 0 = always there, N = in N worker processes (healthd/workers.py)
     probe_workers: int | Literal["auto"] = "auto"
-    # probes.engine_threads: the C engine's checks run in that many threads (0: on the event loop)
-    probe_engine_threads: int = 0
+    # probes.engine_threads: the C engine's checks run in that many threads (0: on the event
+    # loop); "auto": on the loop until probes.workers: auto's first move, which may go there
+    probe_engine_threads: int | Literal["auto"] = "auto"
     control: ControlConfig = ControlConfig()
     state_file: str = "/var/lib/healthd/state.json"
     scripts: ScriptsConfig = ScriptsConfig()

@@ -52,6 +52,7 @@ class Sources:
     observed: Callable[[], Observed]
     in_flight: Callable[[], int] = _zero
     probe_workers: Callable[[], int] = _zero  # worker processes (0: in process)
+    probe_engine_threads: Callable[[], int] = _zero  # the C engine's threads (0: on the loop)
     overrides: Callable[[], Mapping[RealServerId, Override]] = _no_overrides
 
 

@@ -176,6 +176,13 @@ class Metrics:
             registry=r,
         )
         workers.set_function(lambda: float(sources.probe_workers()))
+        threads = Gauge(
+            "healthd_probe_engine_threads",
+            "Threads of the daemon's process running the C engine's checks (0: its event loop"
+            " runs them; probes.engine_threads)",
+            registry=r,
+        )
+        threads.set_function(lambda: float(sources.probe_engine_threads()))
 
         # The bulk (per check, per real server) is written by hand, see text.py; the rest here.
         layouts = Layouts()  # names and label blocks of the config, built once per config

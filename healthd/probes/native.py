@@ -262,12 +262,15 @@ class NativeTcp(Generic[T]):
         count = len(self._engines)
         to_wall = time.time() - time.monotonic()  # the engine's clock is CLOCK_MONOTONIC
         counted: list[tuple[T, QuietCount]] = []
-        delay_counts: list[int] = []
+        delay_counts: list[int] | None = None
         delay_n, delay_total_s = 0, 0.0
         while True:
             index = self._draining
             checks, (counts_, n_, total_), done = self._engines[index].drain(limit - len(counted))
-            delay_counts = [a + b for a, b in zip(delay_counts, counts_)] or list(counts_)
+            if delay_counts is None:
+                delay_counts = list(counts_)
+            else:  # the same buckets in every engine
+                delay_counts = [a + b for a, b in zip(delay_counts, counts_, strict=True)]
             delay_n += n_
             delay_total_s += total_
             for slot, n, total_s, counts, last_end, last_duration_s in checks:
