@@ -63,6 +63,7 @@ class Daemon(Operations):
         self._overridden: set[RealServerId] = set()  # real servers with an override, last pass
         # settle the heap again once every probe has run (see _on_pass): scheduler.completed
         self._settle_at: int | None = None
+        self._runner_shape = (0, 0)  # the probes' worker processes and engine threads, last pass
         self.reconciler = Reconciler(
             # metrics: every kernel request counted and timed by operation
             port=TimedPort(self.port, lambda op, s, ok: self.metrics.observe_request(op, s, ok)),
@@ -186,6 +187,12 @@ class Daemon(Operations):
             # Every probe has a result, its metrics, and this pass its tables: what stays
             # from here on leaves the garbage collector's passes (settle_heap).
             self._settle_at = None
+            settle_heap()
+        shape = (self.scheduler.workers, self.scheduler.engine_threads)
+        if shape != self._runner_shape:
+            # the probes moved (probes.workers / engine_threads: auto): the runner they left is
+            # freed, and what it held goes back to the system; the new one's slots are frozen
+            self._runner_shape = shape
             settle_heap()
         await asyncio.sleep(0)
         # states and the metrics' copy of them in one step: a health change handled between

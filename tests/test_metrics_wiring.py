@@ -248,3 +248,22 @@ async def test_state_changes_an_override_brings_are_counted_at_the_next_pass(
     assert counted("rs1") == ("up", before["rs1"] | {"draining": 1, "drained": 1, "up": 2})
     assert counted("rs3") == ("up", before["rs3"] | {"maintenance": 1, "up": 2})
     assert counted("rs2") == ("up", before["rs2"])  # never changed: nothing counted
+
+
+async def test_after_the_probes_move_the_daemon_gives_back_what_they_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move of the probes (to engine threads or workers) frees the runner they left: the next
+    pass settles the heap (collect, freeze, give the free pages back), once per move."""
+    import healthd.daemon
+
+    daemon = await started_daemon(tmp_path)
+    settles: list[int] = []
+    monkeypatch.setattr(healthd.daemon, "settle_heap", lambda: settles.append(1))
+    daemon._settle_at = None  # the start's settle is done
+    await daemon.reconciler.reconcile_once()
+    assert settles == []  # nothing moved
+    monkeypatch.setattr(AutoScheduler, "engine_threads", property(lambda self: 1))
+    await daemon.reconciler.reconcile_once()
+    await daemon.reconciler.reconcile_once()
+    assert settles == [1]
