@@ -11,9 +11,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from array import array
-from collections.abc import Iterator, Sequence
-from typing import overload
 
 from healthd.model import (
     NO_TRAFFIC,
@@ -301,48 +298,6 @@ def decode_dest(msg: bytes, service_af: int) -> ObservedRealServer:
     )
 
 
-class Messages(Sequence[bytes]):
-    """An answer's data messages, kept in the datagrams they came in: a message's bytes are cut
-    when it is asked for.  Read one at a time, a dump of 10 000 real servers on every reconcile
-    pass is a few dozen datagrams, not 10 000 small objects alive at once; those left the heap
-    holed behind them, and the daemon's memory grew by several MB over its first passes."""
-
-    __slots__ = ("_datagrams", "_spans")
-
-    def __init__(self) -> None:
-        self._datagrams: list[bytes] = []
-        self._spans = array("I")  # per message: its datagram's index, its start, its end
-
-    def add(self, datagram: bytes, start: int, end: int) -> None:
-        if not self._datagrams or self._datagrams[-1] is not datagram:
-            self._datagrams.append(datagram)
-        self._spans.extend((len(self._datagrams) - 1, start, end))
-
-    def __len__(self) -> int:
-        return len(self._spans) // 3
-
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[bytes]: ...
-
-    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError("message index out of range")
-        which, start, end = self._spans[3 * index : 3 * index + 3]
-        return self._datagrams[which][start:end]
-
-    def __iter__(self) -> Iterator[bytes]:
-        datagrams, spans = self._datagrams, self._spans
-        for i in range(0, len(spans), 3):
-            yield datagrams[spans[i]][spans[i + 1] : spans[i + 2]]
-
-
 class Answer:
     """The answer to one request, fed the datagrams that came in until it is complete: its data
     messages, then an ACK or the end of a dump (``error`` 0) or the kernel's errno.  Messages of
@@ -352,13 +307,13 @@ class Answer:
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
-        self.messages = Messages()
+        self.messages: list[bytes] = []
         self.error: int | None = None  # None: not complete yet
 
     def feed(self, data: bytes) -> bool:
         """Take one datagram; True once the answer is complete.  One loop over its messages'
-        headers, nothing made for a message (a dump of 5 000 real servers is 5 000 messages,
-        read on every reconcile pass): where it is, in ``messages``."""
+        headers, nothing made for a message but its bytes (a dump of 5 000 real servers is
+        5 000 messages, read on every reconcile pass)."""
         unpack, size_of, messages, ours = _HEAD.unpack_from, len(data), self.messages, self.seq
         pos = 0
         while pos + 16 <= size_of:
@@ -372,7 +327,7 @@ class Answer:
                 if kind == NLMSG_DONE:
                     self.error = 0
                     return True
-                messages.add(data, pos, pos + size)
+                messages.append(data[pos : pos + size])
             pos += (size + 3) & ~3
         return False
 

@@ -38,7 +38,7 @@ import errno
 import importlib
 import importlib.util
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Any
 
 from healthd.ipvs import genl_codec
@@ -117,7 +117,7 @@ class NetlinkIpvs:
         async with self._lock:
             return await self._reader.read(keys, self._dump_request, like)
 
-    async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> Sequence[bytes]:
+    async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> list[bytes]:
         return await self._send(what, cmd, genl_codec.NLM_F_DUMP, attrs)
 
     async def apply(self, op: Op) -> None:
@@ -154,7 +154,7 @@ class NetlinkIpvs:
             sock, self._socket = self._socket, None
             sock.close()
 
-    async def _send(self, what: str, cmd: int, flags: int, attrs: bytes = b"") -> Sequence[bytes]:
+    async def _send(self, what: str, cmd: int, flags: int, attrs: bytes = b"") -> list[bytes]:
         """One request (the caller holds the lock); its answer messages (none for an ACK).
         Raises ``IpvsError``; a request abandoned half-way (an error, a cancellation) drops the
         socket, so no late answer is read as the next request's."""

@@ -246,16 +246,10 @@ def test_an_answer_takes_its_own_messages_until_the_end_or_an_error() -> None:
     answer = c.Answer(7)
     assert not answer.feed(late + ours[0]) and answer.error is None
     assert answer.feed(ours[1] + done)
-    assert (answer.error, list(answer.messages)) == (0, ours)
-    # kept in the datagrams they came in, cut when asked for
-    messages = answer.messages
-    assert len(messages) == 2 and messages[1] == messages[-1] == ours[1]
-    assert messages[0:2] == ours and messages[5:] == []
-    with pytest.raises(IndexError):
-        messages[2]
+    assert (answer.error, answer.messages) == (0, ours)
     refused = c.Answer(8)
     assert refused.feed(struct.pack("=IHHIIi", 36, c.NLMSG_ERROR, 0, 8, 0, -17) + bytes(16))
-    assert (refused.error, list(refused.messages)) == (17, [])
+    assert (refused.error, refused.messages) == (17, [])
     acked = c.Answer(9)
     assert acked.feed(struct.pack("=IHHIIi", 36, c.NLMSG_ERROR, 0, 9, 0, 0) + bytes(16))
     assert acked.error == 0
