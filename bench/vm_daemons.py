@@ -138,10 +138,12 @@ class Daemon:
         return self.kind in ("healthd:auto", "healthd-defaults")
 
     def moves(self) -> list[str]:
-        """Every line where probes.workers: auto moved the probes (to one worker, then more)."""
+        """Every line where probes.workers: auto moved the probes (to one worker, then more; or
+        the C engine's checks to threads, probes.engine_threads: auto)."""
         self.log.flush()
         lines = self.log_path.read_text(errors="replace").splitlines()
-        return [line for line in lines if "(probes.workers: auto;" in line]
+        marks = ("(probes.workers: auto;", "(probes.engine_threads: auto;")
+        return [line for line in lines if any(mark in line for mark in marks)]
 
     def moved(self) -> str | None:
         """The line where probes.workers: auto first moved the probes, if it did."""
