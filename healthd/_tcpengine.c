@@ -74,6 +74,13 @@
 
 static void te_pass(Engine *self, int budget);
 
+/* A Python call waits for the engine's lock (threaded): the pass in progress cuts short.  The
+ * thread runs at a lower priority than the event loop's (``nice``); held by it, the lock would
+ * make the loop wait for its turn on a busy CPU as well. */
+static inline int yielding(Engine *self) {
+    return self->threaded && atomic_load_explicit(&self->waiters, memory_order_relaxed) > 0;
+}
+
 /* Python's side of the lock (with the GIL: the thread never takes it, so waiting cannot
  * deadlock); the thread lets a waiting caller in between two passes. */
 static void lock(Engine *self) {
@@ -457,6 +464,8 @@ static inline int starts_now(const target_t *t, double now, double soon, double 
 static void te_pass(Engine *self, int budget) {
     int before = self->out.len;
     struct epoll_event events[MAX_EVENTS];
+    /* threaded, with a Python call waiting for the lock: a short pass (the event loop waits) */
+    if (yielding(self) && budget > YIELD_EVENTS) budget = YIELD_EVENTS;
     int n = epoll_wait(self->epfd, events, budget, 0);
     double now = te_now_s();
     for (int i = 0; i < n; i++) {
@@ -498,7 +507,7 @@ static void te_pass(Engine *self, int budget) {
     /* checks past their deadline: what their socket holds first */
     double expire_by = now + WAKE_SLACK_S;
     for (int top; self->out.len - before < budget && (top = te_heap_top(&self->deadline)) >= 0 &&
-                  self->targets[top].when <= expire_by;) {
+                  self->targets[top].when <= expire_by && !yielding(self);) {
         if (te_last_look(self, top, &self->out)) continue;
         te_heap_remove(self, &self->deadline, top);
         te_close_connect(self, top, 0);
@@ -509,6 +518,7 @@ static void te_pass(Engine *self, int budget) {
     double early = now + EARLY_S;
     for (int started = 0; !te_holding(self) && started < MAX_STARTS; started++) {
         if (self->in_flight >= self->max_in_flight || self->out.len - before >= budget) break;
+        if (yielding(self)) break; /* the rest on the next pass: the timer is re-armed for it */
         /* a retry that is due first, then the main heap */
         heap_t *from = &self->retry;
         int top = te_heap_top(from);

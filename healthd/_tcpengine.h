@@ -34,6 +34,7 @@
 #define MAX_HEAD_BYTES 65536
 #define READ_BYTES 4096
 #define MAX_EVENTS 1024
+#define YIELD_EVENTS 32 /* a threaded pass's events while a Python call waits for the lock */
 #define MAX_STARTS 256
 #define MAX_RUN_S 0.005
 #define WAKE_SLACK_S 0.001
