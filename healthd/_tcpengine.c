@@ -52,7 +52,8 @@
  * Threaded (Engine(threaded=True), probes.engine_threads): a thread of the engine's own, at
  * ``nice`` relative to the process and with every signal blocked, waits on the epoll set and
  * makes the passes run() would make, under the engine's mutex and without the GIL; Python's
- * calls take the mutex (the thread lets a waiting call in between two passes).  A pass's
+ * calls take the mutex (the thread lets a waiting call in between two passes, and cuts a pass
+ * short while one waits: YIELD_EVENTS, no more expiries or starts).  A pass's
  * results wait in the engine (C records: no Python object is made inside a pass, threaded or
  * not) and an eventfd, the descriptor fileno() then gives, wakes the event loop; run() hands
  * them over.  While PENDING_MAX results wait, the thread starts no check (it still finishes
