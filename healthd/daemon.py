@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from healthd import api, memory, statefile
+from healthd import api, statefile
 from healthd.checkspec import ProbeResult
 from healthd.config.types import Config, OnStop
 from healthd.control import server as control
@@ -41,10 +41,6 @@ from healthd.state import NO_CHANGE, HealthBook, Outcome, ProbeKey
 from healthd.workers import scheduler_for
 
 log = logging.getLogger("healthd")
-# After a pass, what the passes freed goes back to the system at most this often: glibc keeps the
-# holes a pass leaves (at 10 000 real servers 5-6 MB, bench/results/session18/memory/), and
-# malloc_trim takes a few ms.
-TRIM_EVERY_S = 30.0
 
 
 class StartupError(Exception):
@@ -68,7 +64,6 @@ class Daemon(Operations):
         # settle the heap again once every probe has run (see _on_pass): scheduler.completed
         self._settle_at: int | None = None
         self._runner_shape = (0, 0)  # the probes' worker processes and engine threads, last pass
-        self._trimmed_at = time.monotonic()  # the last memory.give_back after a pass
         self.reconciler = Reconciler(
             # metrics: every kernel request counted and timed by operation
             port=TimedPort(self.port, lambda op, s, ok: self.metrics.observe_request(op, s, ok)),
@@ -199,10 +194,6 @@ class Daemon(Operations):
             # freed, and what it held goes back to the system; the new one's slots are frozen
             self._runner_shape = shape
             settle_heap()
-        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
-            # what the passes freed (a dump's messages, its decoded table, the plan) goes back
-            self._trimmed_at = time.monotonic()
-            memory.give_back()
         await asyncio.sleep(0)
         # states and the metrics' copy of them in one step: a health change handled between
         # the two would be overwritten by the older states until the next pass

@@ -1,5 +1,4 @@
-"""Giving freed memory back to the operating system: after a scrape, after the heap settles
-(``operations.settle_heap``), and at most every 30 s after a reconcile pass (``daemon``).
+"""Giving freed memory back to the operating system after a scrape.
 
 A scrape of a large director writes tens of MB of text in pieces of a few tens of kB; once they
 are sent and freed, glibc keeps the freed heap for the process (it returns only the top of the

@@ -267,21 +267,3 @@ async def test_after_the_probes_move_the_daemon_gives_back_what_they_left(
     await daemon.reconciler.reconcile_once()
     await daemon.reconciler.reconcile_once()
     assert settles == [1]
-
-
-async def test_the_daemon_gives_back_what_its_passes_freed_every_so_often(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import healthd.daemon
-    from healthd import memory
-
-    daemon = await started_daemon(tmp_path)
-    trims: list[int] = []
-    monkeypatch.setattr(memory, "give_back", lambda: trims.append(1) or True)
-    for _ in range(3):
-        await daemon.reconciler.reconcile_once()
-    assert trims == []  # within TRIM_EVERY_S of the start
-    monkeypatch.setattr(healthd.daemon, "TRIM_EVERY_S", 0.0)
-    for _ in range(3):
-        await daemon.reconciler.reconcile_once()
-    assert len(trims) == 3
