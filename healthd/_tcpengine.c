@@ -113,7 +113,8 @@ static void *engine_thread(void *arg) {
         int now = getpriority(PRIO_PROCESS, (id_t)tid);
         if (errno == 0) (void)setpriority(PRIO_PROCESS, (id_t)tid, now + self->nice);
     }
-    struct pollfd fds[2] = {{.fd = self->epfd, .events = POLLIN}, {.fd = self->stopfd, .events = POLLIN}};
+    struct pollfd fds[2] = {{.fd = self->epfd, .events = POLLIN},
+                            {.fd = self->stopfd, .events = POLLIN}};
     for (;;) {
         if (poll(fds, 2, -1) < 0) {
             if (errno == EINTR) continue;
@@ -695,47 +696,20 @@ static PyObject *Engine_hold_locked(Engine *self, PyObject *arg) {
 }
 
 /* Python's calls: each under the lock (threaded) */
-static PyObject *Engine_add(Engine *self, PyObject *args) {
-    lock(self);
-    PyObject *r = Engine_add_locked(self, args);
-    unlock(self);
-    return r;
-}
+#define UNDER_LOCK(name)                                                  \
+    static PyObject *Engine_##name(Engine *self, PyObject *arg) {         \
+        lock(self);                                                       \
+        PyObject *r = Engine_##name##_locked(self, arg);                  \
+        unlock(self);                                                     \
+        return r;                                                         \
+    }
 
-static PyObject *Engine_remove(Engine *self, PyObject *arg) {
-    lock(self);
-    PyObject *r = Engine_remove_locked(self, arg);
-    unlock(self);
-    return r;
-}
-
-static PyObject *Engine_quiet(Engine *self, PyObject *args) {
-    lock(self);
-    PyObject *r = Engine_quiet_locked(self, args);
-    unlock(self);
-    return r;
-}
-
-static PyObject *Engine_drain_one(Engine *self, PyObject *args) {
-    lock(self);
-    PyObject *r = Engine_drain_one_locked(self, args);
-    unlock(self);
-    return r;
-}
-
-static PyObject *Engine_drain(Engine *self, PyObject *args) {
-    lock(self);
-    PyObject *r = Engine_drain_locked(self, args);
-    unlock(self);
-    return r;
-}
-
-static PyObject *Engine_hold(Engine *self, PyObject *arg) {
-    lock(self);
-    PyObject *r = Engine_hold_locked(self, arg);
-    unlock(self);
-    return r;
-}
+UNDER_LOCK(add)
+UNDER_LOCK(remove)
+UNDER_LOCK(quiet)
+UNDER_LOCK(drain_one)
+UNDER_LOCK(drain)
+UNDER_LOCK(hold)
 
 static PyObject *Engine_fileno(Engine *self, PyObject *Py_UNUSED(ignored)) {
     if (check_open(self) < 0) return NULL;

@@ -109,7 +109,6 @@ typedef struct {
 typedef struct {
     result_t *items;
     int len, cap;
-    uint64_t lost; /* results dropped for want of memory */
 } results_t;
 
 typedef struct {
@@ -147,8 +146,8 @@ typedef struct {
     int finished; /* checks finished by the latest run(), quiet ones included */
     int finished_acc; /* checks finished since the latest run() */
     results_t out;    /* results not yet handed to Python */
-    /* threaded (start()): one thread runs the engine, Python's calls take ``lock``; the thread
-     * never takes the GIL */
+    /* threaded (Engine(threaded=True)): one thread runs the engine, Python's calls take
+     * ``lock``; the thread never takes the GIL */
     int threaded;
     int stopping;
     int notified;     /* notefd was written since Python last read it */
@@ -179,12 +178,12 @@ double te_now_s(void);
 int te_heap_reserve(heap_t *h, int need);
 void te_heap_push(Engine *e, heap_t *h, int slot);
 void te_heap_remove(Engine *e, heap_t *h, int slot);
-int te_finish(Engine *e, int slot, int code, double end, results_t *out, const char *line,
-              int line_len);
+void te_finish(Engine *e, int slot, int code, double end, results_t *out, const char *line,
+               int line_len);
 void te_close_connect(Engine *e, int slot, int connected);
-int te_start(Engine *e, int slot, double now, results_t *out);
-int te_http_send(Engine *e, int slot, results_t *out);
-int te_http_read(Engine *e, int slot, results_t *out);
+void te_start(Engine *e, int slot, double now, results_t *out);
+void te_http_send(Engine *e, int slot, results_t *out);
+void te_http_read(Engine *e, int slot, results_t *out);
 int te_last_look(Engine *e, int slot, results_t *out);
 void te_connected_late(Engine *e, int slot, double now);
 void te_forget_http(target_t *t);

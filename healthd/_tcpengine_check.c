@@ -97,16 +97,14 @@ void te_heap_remove(Engine *e, heap_t *h, int slot) {
 
 /* ---- one check ------------------------------------------------------------------------- */
 
-/* Append a result to ``out``; if there is no memory for it, it is counted as lost instead. */
+/* Append a result to ``out`` (without memory for it, it is dropped: the check is rescheduled
+ * already, and its next result is reported). */
 static void append_result(results_t *out, int slot, int code, double duration, double delay,
                           int status, const char *line, int line_len) {
     if (out->len == out->cap) {
         int cap = out->cap ? out->cap * 2 : 256;
         result_t *items = PyMem_RawRealloc(out->items, sizeof(result_t) * (size_t)cap);
-        if (!items) {
-            out->lost++;
-            return;
-        }
+        if (!items) return;
         out->items = items;
         out->cap = cap;
     }
@@ -128,8 +126,8 @@ static void append_result(results_t *out, int slot, int code, double duration, d
  * and put the target back in the due heap for its next check.  ``line``: the first line of a
  * response that could not be read (HTTP_BAD_LINE), else NULL (an HTTP check's status is added
  * here). */
-int te_finish(Engine *e, int slot, int code, double end, results_t *out, const char *line,
-              int line_len) {
+void te_finish(Engine *e, int slot, int code, double end, results_t *out, const char *line,
+               int line_len) {
     target_t *t = &e->targets[slot];
     double duration = code == TIMEOUT_CODE ? t->timeout : end - t->start;
     if (duration < 0) duration = 0;
@@ -163,13 +161,12 @@ int te_finish(Engine *e, int slot, int code, double end, results_t *out, const c
         if (i < e->nlb) e->lcounts[i]++;
         e->ln++;
         e->lsum += t->delay;
-        return 0;
+        return;
     }
     t->quiet = 0; /* a failure or a new status: reported, and Python decides again */
     if (t->request) t->last_status = http_answer ? t->status : 0;
     append_result(out, slot, code, duration, t->delay, http_answer && !line ? t->status : -1,
                   line, line_len);
-    return 0;
 }
 
 /* Close a check's socket.  ``connected``: its handshake completed, so a plain close would send a
@@ -196,12 +193,11 @@ void te_close_connect(Engine *e, int slot, int connected) {
 }
 
 /* A check in progress ends now with ``code`` (``line``: see te_finish). */
-static int end_now(Engine *e, int slot, int code, results_t *out, const char *line,
-                   int line_len) {
+static void end_now(Engine *e, int slot, int code, results_t *out, const char *line,
+                    int line_len) {
     te_heap_remove(e, &e->deadline, slot);
     te_close_connect(e, slot, 0);
-    return te_finish(e, slot, code, isnan(e->end_at) ? te_now_s() : e->end_at, out, line,
-                     line_len);
+    te_finish(e, slot, code, isnan(e->end_at) ? te_now_s() : e->end_at, out, line, line_len);
 }
 
 /* (Re)arm the check's socket for ``events`` (once). */
@@ -242,7 +238,7 @@ static int expected(const target_t *t, int status) {
 }
 
 /* Send (the rest of) the request; then wait for the response. */
-int te_http_send(Engine *e, int slot, results_t *out) {
+void te_http_send(Engine *e, int slot, results_t *out) {
     target_t *t = &e->targets[slot];
     const char *data = PyBytes_AS_STRING(t->request);
     Py_ssize_t len = PyBytes_GET_SIZE(t->request);
@@ -252,18 +248,22 @@ int te_http_send(Engine *e, int slot, results_t *out) {
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             t->state = SENDING;
             int code = watch(e, slot, EPOLLOUT);
-            return code ? end_now(e, slot, code, out, NULL, 0) : 0;
+            if (code) end_now(e, slot, code, out, NULL, 0);
+            return;
         }
-        if (n < 0) return end_now(e, slot, errno, out, NULL, 0);
+        if (n < 0) {
+            end_now(e, slot, errno, out, NULL, 0);
+            return;
+        }
         t->sent += n;
     }
     t->state = READING;
     int code = watch(e, slot, EPOLLIN);
-    return code ? end_now(e, slot, code, out, NULL, 0) : 0;
+    if (code) end_now(e, slot, code, out, NULL, 0);
 }
 
 /* Read what the socket has; judge the first final response head; else wait for more. */
-int te_http_read(Engine *e, int slot, results_t *out) {
+void te_http_read(Engine *e, int slot, results_t *out) {
     target_t *t = &e->targets[slot];
     for (;;) {
         if (t->buf_len == t->buf_cap) {
@@ -276,7 +276,10 @@ int te_http_read(Engine *e, int slot, results_t *out) {
                 Py_ssize_t cap = t->buf_cap ? t->buf_cap * 2 : 1024;
                 if (cap > MAX_HEAD_BYTES + READ_BYTES) cap = MAX_HEAD_BYTES + READ_BYTES;
                 char *buf = PyMem_RawRealloc(t->buf, (size_t)cap);
-                if (!buf) return end_now(e, slot, ENOMEM, out, NULL, 0);
+                if (!buf) {
+                    end_now(e, slot, ENOMEM, out, NULL, 0);
+                    return;
+                }
                 t->buf = buf;
                 t->buf_cap = cap;
             }
@@ -285,12 +288,17 @@ int te_http_read(Engine *e, int slot, results_t *out) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             int code = watch(e, slot, EPOLLIN);
-            return code ? end_now(e, slot, code, out, NULL, 0) : 0;
+            if (code) end_now(e, slot, code, out, NULL, 0);
+            return;
         }
-        if (n < 0) return end_now(e, slot, errno, out, NULL, 0);
+        if (n < 0) {
+            end_now(e, slot, errno, out, NULL, 0);
+            return;
+        }
         if (n == 0) {
             int code = t->buf_len > t->head_at ? HTTP_CLOSED_IN_HEAD : HTTP_CLOSED_EARLY;
-            return end_now(e, slot, code, out, NULL, 0);
+            end_now(e, slot, code, out, NULL, 0);
+            return;
         }
         t->buf_len += n;
         for (;;) {
@@ -306,17 +314,21 @@ int te_http_read(Engine *e, int slot, results_t *out) {
                 char first[LINE_BYTES]; /* the buffer goes with the socket (end_now) */
                 int first_len = (int)(line < LINE_BYTES ? line : LINE_BYTES);
                 memcpy(first, head, (size_t)first_len);
-                return end_now(e, slot, HTTP_BAD_LINE, out, first, first_len);
+                end_now(e, slot, HTTP_BAD_LINE, out, first, first_len);
+                return;
             }
             if (100 <= status && status < 200 && status != 101) { /* interim: the real one follows */
                 t->head_at = end + 4 - t->buf;
                 continue;
             }
             t->status = status;
-            return end_now(e, slot, expected(t, status) ? 0 : HTTP_STATUS_CODE, out, NULL, 0);
+            end_now(e, slot, expected(t, status) ? 0 : HTTP_STATUS_CODE, out, NULL, 0);
+            return;
         }
-        if (t->buf_len - t->head_at > MAX_HEAD_BYTES)
-            return end_now(e, slot, HTTP_HEAD_TOO_LONG, out, NULL, 0);
+        if (t->buf_len - t->head_at > MAX_HEAD_BYTES) {
+            end_now(e, slot, HTTP_HEAD_TOO_LONG, out, NULL, 0);
+            return;
+        }
     }
 }
 
@@ -338,7 +350,7 @@ static double received_at(int fd, int data, int *state) {
  * kernel received before the deadline counts, although this engine had not got round to it (a
  * loop busy elsewhere, a budget of events used up while more were ready): a connect established
  * in time succeeds, a response head that had arrived in time is judged, each with the duration
- * it took.  Returns 1 if the check ended here, 0 if it is to time out, -1 on a Python error. */
+ * it took.  Returns 1 if the check ended here, 0 if it is to time out. */
 int te_last_look(Engine *e, int slot, results_t *out) {
     target_t *t = &e->targets[slot];
     if (t->state == SENDING || (t->state == CONNECTING && t->request))
@@ -350,12 +362,12 @@ int te_last_look(Engine *e, int slot, results_t *out) {
         if (state != TCP_IS_ESTABLISHED && state != TCP_IS_CLOSE_WAIT) return 0;
         te_heap_remove(e, &e->deadline, slot);
         te_close_connect(e, slot, 1);
-        return te_finish(e, slot, 0, at, out, NULL, 0) < 0 ? -1 : 1;
+        te_finish(e, slot, 0, at, out, NULL, 0);
+        return 1;
     }
     e->end_at = at; /* READING: what came in by the deadline, judged as it would have been */
-    int rc = te_http_read(e, slot, out);
+    te_http_read(e, slot, out);
     e->end_at = NAN;
-    if (rc < 0) return -1;
     return t->state == READING ? 0 : 1; /* still reading: no whole head by the deadline */
 }
 
@@ -386,12 +398,15 @@ static void in_progress(Engine *e, int slot, int fd, double now, int registered)
     te_heap_push(e, &e->deadline, slot);
 }
 
-int te_start(Engine *e, int slot, double now, results_t *out) {
+void te_start(Engine *e, int slot, double now, results_t *out) {
     target_t *t = &e->targets[slot];
     t->start = now;
     t->delay = now > t->due ? now - t->due : 0.0;
     int fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return te_finish(e, slot, errno, te_now_s(), out, NULL, 0);
+    if (fd < 0) {
+        te_finish(e, slot, errno, te_now_s(), out, NULL, 0);
+        return;
+    }
     int code = 0;
     if (connect(fd, &t->addr.sa, t->alen) < 0) code = errno;
     if (code == EINPROGRESS) {
@@ -407,7 +422,7 @@ int te_start(Engine *e, int slot, double now, results_t *out) {
                 code = errno;
             } else {
                 in_progress(e, slot, fd, now, 1);
-                return 0;
+                return;
             }
         } else {
             int err = 0;
@@ -419,10 +434,11 @@ int te_start(Engine *e, int slot, double now, results_t *out) {
     if (code == 0 && t->request) { /* connected at once: the request goes out now */
         t->gen++;
         in_progress(e, slot, fd, now, 0);
-        return te_http_send(e, slot, out);
+        te_http_send(e, slot, out);
+        return;
     }
     close_socket(fd, t->reset, code == 0);
-    return te_finish(e, slot, code, te_now_s(), out, NULL, 0);
+    te_finish(e, slot, code, te_now_s(), out, NULL, 0);
 }
 
 /* What an HTTP target holds, let go (it is removed). */

@@ -107,7 +107,6 @@ class AutoScheduler:
         # probes.engine_threads: N from the start; auto: the first move may go to threads
         fixed = engine_threads if isinstance(engine_threads, int) else 0
         self._thread_move = engine_threads == "auto"
-        self._process_clock = cpu_clock
         self._thread_clock = thread_clock
         # with the engine in threads, what the event loop's thread does is what counts
         self._cpu_clock = thread_clock if fixed else cpu_clock
@@ -119,14 +118,11 @@ class AutoScheduler:
         self._late_starts = 0
         self._quiet_delays = quiet.delays if quiet is not None else None
         self._pool_quiet = quiet  # the workers count quiet successes too (their delays: on_delays)
-        self._current: Scheduler = Scheduler(
-            self._keys,
-            on_result,
-            max_concurrent=max_concurrent,
-            on_delay=self._count_delay,
-            quiet=dataclasses.replace(quiet, delays=self._count_delays) if quiet else None,
-            engine_threads=fixed,
+        # in this process, quiet successes' delays are counted in the windows too
+        self._inline_quiet = (
+            dataclasses.replace(quiet, delays=self._count_delays) if quiet else None
         )
+        self._current: Scheduler = self._in_process(fixed)
         self._completed_before = 0  # by the schedulers that ran before the current one
         self._progress_before = self._current.last_progress
         self._window_delays = Histogram(DELAY_BUCKETS_S)  # the workers', this window
@@ -303,16 +299,8 @@ class AutoScheduler:
             "" if threads == 1 else "s",
             self._cpus,
         )
-        old = self._current
         await self._stop(task)
-        self._current = Scheduler(
-            self._keys,
-            self._on_result,
-            max_concurrent=self._max_concurrent,
-            on_delay=self._count_delay,
-            quiet=old.quiet,
-            engine_threads=threads,
-        )
+        self._current = self._in_process(threads)
         self._cpu_clock = self._thread_clock
         return asyncio.create_task(self._current.run(), name="probes")
 
@@ -323,6 +311,16 @@ class AutoScheduler:
             await task
         self._completed_before += self._current.completed
         self._progress_before = max(self._progress_before, self._current.last_progress)
+
+    def _in_process(self, engine_threads: int) -> Scheduler:
+        return Scheduler(
+            self._keys,
+            self._on_result,
+            max_concurrent=self._max_concurrent,
+            on_delay=self._count_delay,
+            quiet=self._inline_quiet,
+            engine_threads=engine_threads,
+        )
 
     def _worker_pool(
         self, keys: list[ProbeKey], workers: int, on_delays: DelayBatchFn

@@ -23,7 +23,7 @@ from typing import Any
 from healthd.checkspec import ProbeResult
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
 from healthd.probes.native import QuietCount
-from healthd.scheduler import Quiet, Scheduler
+from healthd.scheduler import PROBES_NICE, Quiet, Scheduler
 from healthd.state import ProbeKey
 
 FLUSH_S = 0.005  # a result that may change a verdict waits at most this long in a worker
@@ -33,15 +33,6 @@ OUTPUT_HIGH_WATER = 1 << 20  # results waiting to be read by the daemon: beyond,
 # A worker whose checks finished (counted quietly included) says so at least this often, so the
 # daemon's watchdog sees progress between two drains of the counts.
 HEARTBEAT_S = 1.0
-# A worker runs this much nicer than the daemon.  Workers exist because the probes need more than
-# one core; busy on every CPU, they must not starve the kernel's packet processing (IPVS forwards
-# the virtual servers' traffic in softirq, ksoftirqd when it is heavy: the probes' own packets
-# go through it too) nor the daemon (verdicts, the kernel table, /metrics).  In the test VM, two
-# workers at the daemon's priority kept both vCPUs busy and the kernel dropped packets: 16 and 24
-# real servers went down on false timeouts; at +10 and at +5, none, with detection within its
-# bound; at +10 the workers also fell behind their schedule behind other busy processes, at +5
-# they kept it (docs/benchmarks.md).
-NICE = 5
 _LEN = struct.Struct("!I")
 ResultRow = tuple[int, bool, str, str, float, int | None, float | None]
 # a quiet check's counted successes: (id, None, n, total_s, counts, last_end_wall, last_duration_s)
@@ -259,7 +250,7 @@ def main(argv: list[str]) -> int:
     """Entry point of a worker: ``python -m healthd.probeworker MAX_CONCURRENT JITTER BOUNDS``
     (BOUNDS: the probe duration buckets, comma-separated, for quiet successes; ``-``: none)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
-    os.nice(NICE)  # the kernel's packet processing and the daemon go first (see NICE)
+    os.nice(PROBES_NICE)  # the kernel's packet processing and the daemon go first
     logging.basicConfig(
         level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s",

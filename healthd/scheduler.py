@@ -96,10 +96,15 @@ class Quiet:
 # scrape drains them first): a drain costs Python per check counted, so a check run every second
 # is counted a few times per drain.
 QUIET_DRAIN_S = 5.0
-# With ``engine_threads``, the C engine's threads run this much nicer than the daemon: as the
-# probe workers do (probeworker.NICE), so that busy it leaves the kernel's packet processing and
-# the daemon's own work their CPU.
-ENGINE_THREAD_NICE = 5
+# Probe workers and the C engine's threads run this much nicer than the daemon.  They exist
+# because the probes need more than one core; busy on every CPU, they must not starve the
+# kernel's packet processing (IPVS forwards the virtual servers' traffic in softirq, ksoftirqd
+# when it is heavy: the probes' own packets go through it too) nor the daemon (verdicts, the
+# kernel table, /metrics).  In the test VM, two workers at the daemon's priority kept both vCPUs
+# busy and the kernel dropped packets: 16 and 24 real servers went down on false timeouts; at
+# +10 and at +5, none, with detection within its bound; at +10 the workers also fell behind
+# their schedule behind other busy processes, at +5 they kept it (docs/benchmarks.md).
+PROBES_NICE = 5
 DRAIN_SLICE = 256
 # A step of drain_slices: None once a slice was handed over (the caller may give the loop a
 # turn), or a future to await: the counts are on their way (probe workers, ``workers.py``).
@@ -193,10 +198,6 @@ class Scheduler:
         self._native: native.NativeTcp[_Slot] | None = None  # while running, if used
 
     @property
-    def quiet(self) -> Quiet | None:
-        return self._quiet
-
-    @property
     def engine_share(self) -> float:
         """The share of the running probes the C engine runs (0 when none are running)."""
         if not self._slots or self._native is None:
@@ -239,7 +240,7 @@ class Scheduler:
                 duration_bounds=quiet.duration_bounds if quiet else (),
                 delay_bounds=DELAY_BUCKETS_S if quiet else (),
                 threads=self._engine_threads,
-                nice=ENGINE_THREAD_NICE,
+                nice=PROBES_NICE,
             )
         self._slots = {}
         drains = None

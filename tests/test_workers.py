@@ -25,8 +25,8 @@ from healthd.config.parse import parse_text
 from healthd.histogram import DELAY_BUCKETS_S, Histogram
 from healthd.probes import native
 from healthd.probes.native import QuietCount
-from healthd.probeworker import NICE, SETTLED_FLUSH_S, _Batcher
-from healthd.scheduler import Quiet, Scheduler
+from healthd.probeworker import SETTLED_FLUSH_S, _Batcher
+from healthd.scheduler import PROBES_NICE, Quiet, Scheduler
 from healthd.state import ProbeKey
 from healthd.workers import WorkerPool, scheduler_for
 
@@ -63,7 +63,7 @@ async def test_results_and_delays_come_back_from_the_workers(
         assert len(pids) == 2 and os.getpid() not in pids
         # nicer than the daemon: the kernel's packet processing and the daemon go first
         own = _nice(os.getpid())
-        assert NICE > 0 and [_nice(pid) for pid in pids] == [min(own + NICE, 19)] * 2
+        assert PROBES_NICE > 0 and [_nice(pid) for pid in pids] == [min(own + PROBES_NICE, 19)] * 2
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -191,6 +191,10 @@ class NativeTcp(Generic[T]):
         count = len(self._engines)
         return self._engines[handle % count], handle // count
 
+    def _handle(self, index: int, slot: int) -> int:
+        """The handle of ``slot`` in engine ``index`` (``_engine_of``'s inverse)."""
+        return slot * len(self._engines) + index
+
     def add(
         self,
         token: T,
@@ -224,7 +228,7 @@ class NativeTcp(Generic[T]):
         else:
             reset = spec.close == "reset"
             slot = engine.add(target.address, port, interval_s, timeout_s, due, rise, reset)
-        handle = slot * len(self._engines) + index
+        handle = self._handle(index, slot)
         self._entries[handle] = _Entry(token, spec, target, timeout_s)
         return handle
 
@@ -274,17 +278,16 @@ class NativeTcp(Generic[T]):
             delay_n += n_
             delay_total_s += total_
             for slot, n, total_s, counts, last_end, last_duration_s in checks:
-                entry = entries.get(slot * count + index)
+                entry = entries.get(self._handle(index, slot))
                 if entry is not None:
                     quiet = QuietCount(n, total_s, counts, last_end + to_wall, last_duration_s)
                     counted.append((entry.token, quiet))
-            if not done:
-                return counted, (tuple(delay_counts), delay_n, delay_total_s), False
-            self._draining = (index + 1) % count
-            if self._draining == 0:
-                return counted, (tuple(delay_counts), delay_n, delay_total_s), True
-            if len(counted) >= limit:
-                return counted, (tuple(delay_counts), delay_n, delay_total_s), False
+            if done:
+                self._draining = (index + 1) % count
+            if not done or self._draining == 0 or len(counted) >= limit:
+                break
+        last = done and self._draining == 0  # the last engine's last check was reached
+        return counted, (tuple(delay_counts or ()), delay_n, delay_total_s), last
 
     def close(self) -> None:
         for fd in self._fds:
@@ -300,7 +303,7 @@ class NativeTcp(Generic[T]):
         began = time.monotonic()
         results = engine.run(self._budget)
         for slot, code, duration_s, delay_s, extra in results:
-            entry = entries.get(slot * count + index)
+            entry = entries.get(slot * count + index)  # _handle, inline: once per result
             if entry is None:  # removed by a callback of this batch
                 continue
             if code == 0 and extra is None:  # a TCP check connected: the hot path
