@@ -7,10 +7,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from healthd import memory
+from healthd.serving import HttpVersion11, web
 
 # /metrics goes out as the pieces the exposition comes in, each in slices (views, not copies).
 # Joining them, or handing asyncio one large body, costs copies of the whole (aiohttp joins it to

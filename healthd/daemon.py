@@ -19,8 +19,6 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from healthd import api, statefile
 from healthd.checkspec import ProbeResult
 from healthd.config.types import Config, OnStop
@@ -37,6 +35,7 @@ from healthd.probes.native import QuietCount
 from healthd.reconciler import PassResult, Reconciler
 from healthd.runtime import Runtime
 from healthd.scheduler import Quiet
+from healthd.serving import web
 from healthd.state import NO_CHANGE, HealthBook, Outcome, ProbeKey
 from healthd.workers import scheduler_for
 

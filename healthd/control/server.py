@@ -20,9 +20,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from aiohttp import web
-
 from healthd.config.types import ControlConfig
+from healthd.serving import web
 
 log = logging.getLogger("healthd.control")
 ACTIONS = ("drain", "maint", "ready", "weight")

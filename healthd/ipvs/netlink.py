@@ -35,12 +35,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import importlib
-import importlib.util
-import sys
 from collections.abc import Collection
 from typing import Any
 
+from healthd import bare
 from healthd.ipvs import genl_codec
 from healthd.ipvs.dumps import TableReader
 from healthd.ipvs.errors import (
@@ -58,33 +56,6 @@ from healthd.model import (
 )
 
 # ---- the adapter ------------------------------------------------------------------------------
-
-
-def enter_pyroute2() -> None:
-    """Make ``pyroute2`` importable without running its package ``__init__`` first.
-
-    That ``__init__`` imports every one of pyroute2's public classes (NDB with sqlite3, IPDB,
-    the wireless, conntrack and plan9 sockets: ~160 modules, 8 MB of the daemon's memory); the
-    adapter needs ``pyroute2.ipvs`` (~40 modules, 2 MB).  The package is entered bare, and the
-    first name asked of it that is not one of its submodules (``from pyroute2 import IPRoute``
-    anywhere in the process) runs its ``__init__`` then, as a plain import would have."""
-    if "pyroute2" in sys.modules:
-        return
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.loader is None:
-        return  # not installed: the import that follows says so
-    package = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-
-    def __getattr__(name: str) -> Any:
-        if not name.startswith("__") and importlib.util.find_spec(f"pyroute2.{name}"):
-            return importlib.import_module(f"pyroute2.{name}")  # a submodule: just that
-        del package.__getattr__
-        loader.exec_module(package)
-        return getattr(package, name)
-
-    package.__getattr__ = __getattr__  # type: ignore[method-assign]
-    sys.modules["pyroute2"] = package
 
 
 class NetlinkIpvs:
@@ -129,7 +100,7 @@ class NetlinkIpvs:
         self._disconnect()
 
     async def _connect(self) -> Any:
-        enter_pyroute2()
+        bare.enter("pyroute2")  # its IPVS socket, not all of pyroute2
         from pyroute2.ipvs import AsyncIPVS
         from pyroute2.netlink.exceptions import NetlinkError
 
