@@ -186,3 +186,31 @@ def test_a_scrape_given_up_halfway_leaves_the_next_one_whole() -> None:
     assert s[("healthd_check_failures_total", _check("b", reason="refused"))] == 1
     big = frozenset({("virtual_server", "big"), ("real_server", f"r{2 * ROWS_PER_PIECE}")})
     assert s[("healthd_real_server_state", big | {("state", "up")})] == 1
+
+
+def test_every_series_of_a_large_config_carries_its_own_labels_across_pieces() -> None:
+    """The check and info label blocks are joined when a piece is written (not kept): over
+    several pieces, each check's series names its own real server and check, each real server's
+    info its own address and port, each HTTP check's status its own labels."""
+    n = ROWS_PER_PIECE + 7
+    many = "\n".join(
+        f"      - {{name: r{i}, address: 192.168.{4 + i // 250}.{i % 250 + 1}, port: {1000 + i}}}"
+        for i in range(n)
+    )
+    world = World(
+        CONFIG + "  - name: big\n    address: 10.0.0.9\n    port: 80\n"
+        "    checks: [{type: tcp}, {type: http, name: web, path: /}]\n"
+        "    real_servers:\n" + many + "\n"
+    )
+    s = world.scrape()
+    attempts = {labels for name, labels in s if name == "healthd_check_attempts_total"}
+    status = {labels for name, labels in s if name == "healthd_check_http_status_code"}
+    info = {labels for name, labels in s if name == "healthd_real_server_info"}
+    for i in range(n):
+        rs = {("virtual_server", "big"), ("real_server", f"r{i}")}
+        assert frozenset(rs | {("check", "tcp")}) in attempts
+        assert frozenset(rs | {("check", "web")}) in attempts
+        assert frozenset(rs | {("check", "web")}) in status
+        address = ("address", f"192.168.{4 + i // 250}.{i % 250 + 1}")
+        assert frozenset(rs | {address, ("port", str(1000 + i)), ("forwarding", "nat")}) in info
+    assert len(attempts) == 2 * n + 3 and len(status) == n + 1 and len(info) == n + 3
