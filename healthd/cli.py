@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from healthd import __version__, config, logs, scriptsec
+from healthd import __version__, config, logs, memory, scriptsec
 from healthd.control import commands
 from healthd.daemon import StartupError
 from healthd.daemon import main as daemon_main
@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.file}: ok ({len(cfg.virtual_servers)} virtual servers, {count} real servers)")
         return 0
     logs.setup(args.log_level)
+    memory.keep_large_apart()  # before the config's parse: its large tables come and go
     try:
         cfg = config.load(args.config)
     except config.ConfigError as exc:
