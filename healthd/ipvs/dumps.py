@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 
 from healthd.ipvs import genl_codec
@@ -38,7 +38,7 @@ from healthd.model import (
 SLICE_WORK = 1024
 DECODE_COST = 3
 # (command, attributes, what it is for an error message) -> the answer's messages, as bytes
-DumpRequest = Callable[[int, bytes, str], Awaitable[list[bytes]]]
+DumpRequest = Callable[[int, bytes, str], Awaitable[Iterable[bytes]]]
 
 
 class TableReader:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 from healthd.ipvs import genl_codec as c
 from healthd.ipvs.dumps import TableReader
@@ -74,7 +74,7 @@ class GenlIpvs:
     ) -> Observed:
         return await self._reader.read(keys, self._dump_request, like)
 
-    async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> list[bytes]:
+    async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> Iterator[bytes]:
         return await self._request(cmd, c.NLM_F_DUMP, attrs, what)
 
     async def apply(self, op: Op) -> None:
@@ -127,7 +127,7 @@ class GenlIpvs:
         self._family = family
         return sock
 
-    async def _request(self, cmd: int, flags: int, attrs: bytes, what: object) -> list[bytes]:
+    async def _request(self, cmd: int, flags: int, attrs: bytes, what: object) -> Iterator[bytes]:
         """Send one request; its answer messages (none for an ACK).  Raises ``IpvsError``."""
         async with self._lock:
             sock = await self._connect()
@@ -137,7 +137,7 @@ class GenlIpvs:
 
     async def _exchange(
         self, sock: socket.socket, data: bytes, seq: int, what: object
-    ) -> list[bytes]:
+    ) -> Iterator[bytes]:
         answer = c.Answer(seq)
         try:
             sock.send(data)

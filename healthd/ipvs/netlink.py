@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from healthd import bare
@@ -88,7 +88,7 @@ class NetlinkIpvs:
         async with self._lock:
             return await self._reader.read(keys, self._dump_request, like)
 
-    async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> list[bytes]:
+    async def _dump_request(self, cmd: int, attrs: bytes, what: str) -> Iterator[bytes]:
         return await self._send(what, cmd, genl_codec.NLM_F_DUMP, attrs)
 
     async def apply(self, op: Op) -> None:
@@ -125,7 +125,7 @@ class NetlinkIpvs:
             sock, self._socket = self._socket, None
             sock.close()
 
-    async def _send(self, what: str, cmd: int, flags: int, attrs: bytes = b"") -> list[bytes]:
+    async def _send(self, what: str, cmd: int, flags: int, attrs: bytes = b"") -> Iterator[bytes]:
         """One request (the caller holds the lock); its answer messages (none for an ACK).
         Raises ``IpvsError``; a request abandoned half-way (an error, a cancellation) drops the
         socket, so no late answer is read as the next request's."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import sys
 from typing import Any
 
 import pytest
@@ -246,13 +247,27 @@ def test_an_answer_takes_its_own_messages_until_the_end_or_an_error() -> None:
     answer = c.Answer(7)
     assert not answer.feed(late + ours[0]) and answer.error is None
     assert answer.feed(ours[1] + done)
-    assert (answer.error, answer.messages) == (0, ours)
+    assert (answer.error, list(answer.messages)) == (0, ours)
     refused = c.Answer(8)
     assert refused.feed(struct.pack("=IHHIIi", 36, c.NLMSG_ERROR, 0, 8, 0, -17) + bytes(16))
-    assert (refused.error, refused.messages) == (17, [])
+    assert (refused.error, list(refused.messages)) == (17, [])
     acked = c.Answer(9)
     assert acked.feed(struct.pack("=IHHIIi", 36, c.NLMSG_ERROR, 0, 9, 0, 0) + bytes(16))
     assert acked.error == 0
+
+
+def test_a_large_answer_holds_its_datagrams_not_a_copy_of_each_message() -> None:
+    """A dump of thousands of real servers on every pass: its messages are cut from the
+    datagrams as they are read, one at a time, not all kept as objects of their own."""
+    ours = [c.NLMSGHDR.pack(24, 42, c.NLM_F_MULTI, 7, 0) + n.to_bytes(8) for n in range(2000)]
+    datagrams = [b"".join(ours[i : i + 100]) for i in range(0, 2000, 100)]
+    answer = c.Answer(7)
+    before = sys.getallocatedblocks()
+    for data in datagrams:
+        assert not answer.feed(data)
+    assert answer.feed(struct.pack("=IHHIIi", 20, c.NLMSG_DONE, c.NLM_F_MULTI, 7, 0, 0))
+    assert sys.getallocatedblocks() - before < 100  # not 2 000
+    assert [msg[16:] for msg in answer.messages] == [n.to_bytes(8) for n in range(2000)]
 
 
 # ---- the socket protocol, against a fake kernel on a socketpair ------------------------------
@@ -325,7 +340,7 @@ async def test_a_dump_in_several_datagrams_until_done() -> None:
         await asyncio.sleep(0.01)
         assert not task.done()
         kernel.peer.send(reply(seq, FAMILY, part, c.NLM_F_MULTI) + reply(seq, c.NLMSG_DONE, b""))
-        assert len(await asyncio.wait_for(task, 1)) == 3
+        assert len(list(await asyncio.wait_for(task, 1))) == 3
     finally:
         kernel.close()
 
