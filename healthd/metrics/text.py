@@ -44,11 +44,14 @@ _NUMBERS = frozenset({int, float})
 _INTS = frozenset({int})
 _HOLE = "\x00"  # where a template takes its label block (str.replace does not rescan the block)
 _MAX_TEMPLATES = 4096
-# How much of a family one piece of a scrape writes: 0.2-1 ms on this project's test box in C
-# (a histogram is 17 lines; a row of a state-set, 5); ``api.py`` gives the event loop back
-# between two pieces once 2 ms have passed.  From Python, a tenth of that (1-2.5 ms).
-HISTOGRAMS_PER_PIECE = 1000
-ROWS_PER_PIECE = 4000
+# How much of a family one piece of a scrape writes: tens of kB, under glibc's mmap threshold
+# (``memory.py``), so a piece reuses the heap a sent one freed instead of mapping fresh pages
+# (4 000 rows and 1 000 histograms a piece were 0.4-6 MB each: at 10 000 real servers the
+# scrape's peak RSS was ~9 MB higher on the host, and with the threshold fixed every page of
+# them was a fault, +60 ms of CPU per scrape).  ``api.py`` gives the event loop back between two
+# pieces once 2 ms have passed.  From Python, a tenth of that.
+HISTOGRAMS_PER_PIECE = 60
+ROWS_PER_PIECE = 600
 _PYTHON_SHARE = 10
 
 T = TypeVar("T")
