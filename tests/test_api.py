@@ -150,6 +150,34 @@ async def test_a_client_that_stops_reading_does_not_hold_up_the_next_scrape() ->
     assert body == b"".join(big)
 
 
+async def test_a_slow_client_is_not_written_far_ahead_of() -> None:
+    """While a client has not read, the exposition is written only so far ahead of it (what
+    the sockets take, and HELD_BYTES more), not whole into memory; once it reads, all of it
+    comes, in order."""
+    big = [bytes([i % 256]) * (1 << 20) for i in range(60)]
+    written = 0
+
+    def pieces() -> Iterator[bytes]:
+        nonlocal written
+        for piece in big:
+            time.sleep(SLICE_S)
+            written += 1
+            yield piece
+
+    app = make_app(pieces, lambda: True)
+    async with TestClient(TestServer(app)) as client:
+        url = client.make_url("/metrics")
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+        first = await reader.readexactly(1)  # its answer has started
+        await asyncio.sleep(0.6)  # it reads nothing for a while (less than PATIENCE_S)
+        ahead = written
+        rest = await asyncio.wait_for(reader.read(), 20)
+        writer.close()
+    assert ahead < 40  # without the bound: all 60 (MB) written while it did not read
+    assert (first + rest).partition(b"\r\n\r\n")[2] == b"".join(big)
+
+
 async def test_after_a_large_scrape_its_memory_goes_back_to_the_system(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
