@@ -13,7 +13,7 @@ operating system instead of staying with the process.
   move to its threads) come from the heap, where their holes outlive them.  Fixing the
   threshold keeps them in mappings of their own; one arena for every thread keeps the engine's
   threads from growing heaps of their own.  In the test VM at 10 000 real servers: peak RSS
-  80.1 MB against 83.4 MB (``bench/results/session19/``).
+  78.2 MB against 81.4 MB (``bench/results/session19/``).
 
 Where the C library is not glibc (musl), these do nothing.
 """

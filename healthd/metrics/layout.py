@@ -33,7 +33,8 @@ class LazyBlocks(Sequence[str]):
     """Label blocks made when a piece of the text asks for them, and not kept: ``make`` gives
     those of a slice.  For the blocks that are another layout's with labels added (a check's:
     its real server's and ``check``; a real server's info: its real server's and its address),
-    kept whole they were 2.6 MB at 10 000 real servers; joined per piece, ~1 ms per 10 000."""
+    kept whole they were 2.5 MB at 10 000 real servers; joined per piece, 0.4 ms per family of
+    10 000 checks and 4 ms for the 10 000 real servers' info, ~8 ms per scrape in all."""
 
     def __init__(self, count: int, make: Callable[[slice], list[str]]) -> None:
         self._count = count

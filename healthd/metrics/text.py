@@ -47,7 +47,7 @@ _MAX_TEMPLATES = 4096
 # How much of a family one piece of a scrape writes: tens of kB, under glibc's mmap threshold
 # (``memory.py``), so a piece reuses the heap a sent one freed instead of mapping fresh pages
 # (4 000 rows and 1 000 histograms a piece were 0.4-6 MB each: at 10 000 real servers the
-# scrape's peak RSS was ~9 MB higher on the host, and with the threshold fixed every page of
+# scrape's peak RSS was ~8 MB higher on the host, and with the threshold fixed every page of
 # them was a fault, +60 ms of CPU per scrape).  ``api.py`` gives the event loop back between two
 # pieces once 2 ms have passed.  From Python, a tenth of that.
 HISTOGRAMS_PER_PIECE = 60
