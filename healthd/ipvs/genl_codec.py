@@ -305,10 +305,10 @@ class Answer:
     another sequence number (a late answer to an abandoned request) are skipped.
 
     The datagrams are kept whole and ``messages`` cuts them into messages as it is read: a dump
-    of 10 000 real servers is 10 000 messages of ~300 bytes on every reconcile pass, and kept
-    as as many bytes objects they left the allocator's small-object arenas with ~5 MB of empty
-    pools that long-lived objects made meanwhile kept from the system (the test VM's climb after
-    the table was built); read one at a time, each message reuses the last one's memory."""
+    of 10 000 real servers is 10 000 messages of ~300 bytes on every reconcile pass.  Kept as
+    10 000 bytes objects, they left ~5 MB of empty pools in the allocator's small-object arenas
+    after each pass, held from the system by the few long-lived objects made meanwhile (the test
+    VM's climb after the table was built); made one at a time, each reuses the last one's memory."""
 
     __slots__ = ("_datagrams", "error", "seq")
 
