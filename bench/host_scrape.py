@@ -4,9 +4,9 @@ Moves itself into a fresh network namespace (unshare), starts a tcp-sink with N 
 127.0.0.1 and ``healthd run --dry-run`` on a config with N real servers (TCP checks, interval
 1 s, all of them up), waits until every probe has run, then scrapes /metrics ``--scrapes``
 times, one after the other: wall time per scrape as the client sees it (request sent to last
-byte read, and to the response's headers), the daemon's CPU time per scrape, and the size of the
-answer.  ``--gzip`` asks for ``Accept-Encoding: gzip`` as Prometheus does (the size is then what
-went over the wire).
+byte read, and to the response's headers), the daemon's CPU time and minor page faults per
+scrape, and the size of the answer.  ``--gzip`` asks for ``Accept-Encoding: gzip`` as
+Prometheus does (the size is then what went over the wire).
 
     .venv/bin/python bench/host_scrape.py --n 10000 --json out.json
 """
@@ -34,6 +34,7 @@ from common import (
     conditions,
     cpu_seconds,
     log,
+    minor_faults,
     status_kb,
     stop_process,
     summary,
@@ -176,17 +177,20 @@ def main() -> int:
             walls: list[float] = []
             firsts: list[float] = []
             cpus: list[float] = []
+            faults: list[int] = []
             size = 0
             encoding = ""
             up = float("nan")
             headers = {"Accept-Encoding": "gzip"} if args.gzip else {}
             fetch = raw_get if args.client == "raw" else timed_get
             for _ in range(args.scrapes):
+                faults0 = minor_faults(proc.pid)
                 cpu0 = cpu_seconds(proc.pid)  # the process that renders (workers only probe)
                 t0 = time.perf_counter()
                 status, body, encoding, first = fetch("/metrics", headers)
                 walls.append(time.perf_counter() - t0)
                 cpus.append(cpu_seconds(proc.pid) - cpu0)
+                faults.append(minor_faults(proc.pid) - faults0)
                 firsts.append(first)
                 assert status == 200, status
                 size = len(body)
@@ -202,6 +206,7 @@ def main() -> int:
                 "scrape_wall_s": summary(walls),
                 "scrape_headers_s": summary(firsts),
                 "scrape_cpu_s": summary(cpus),
+                "scrape_minor_faults": summary(faults),
                 "bytes": size,
                 "content_encoding": encoding,
                 "series": sum(
@@ -224,7 +229,8 @@ def main() -> int:
     log(
         f"  scrape p50 {1000 * wall['p50']:.0f} ms, p99 {1000 * wall['p99']:.0f} ms "
         f"(headers after p50 {1000 * first['p50']:.0f} ms); daemon CPU per scrape p50 "
-        f"{1000 * cpu['p50']:.0f} ms, p99 {1000 * cpu['p99']:.0f} ms; {result['bytes']} bytes"
+        f"{1000 * cpu['p50']:.0f} ms, p99 {1000 * cpu['p99']:.0f} ms, minor faults p50 "
+        f"{result['scrape_minor_faults']['p50']:.0f}; {result['bytes']} bytes"
         f"{' ' + encoding if encoding else ''}, {result['series']} series, "
         f"RSS {result['rss_before_scrapes_kb']} kB before the first scrape, "
         f"{result['rss_kb']} kB after, peak {result['peak_rss_kb']} kB (before the first scrape "

@@ -12,7 +12,7 @@ from typing import overload
 from healthd.checkspec import HttpCheck
 from healthd.config.types import CheckConfig, Config, VirtualServerConfig
 from healthd.metrics.records import CheckId, RealServerId, failure_reasons
-from healthd.metrics.text import Pairs, escape
+from healthd.metrics.text import ROWS_PER_PIECE, Pairs, escape
 from healthd.model import RealServerKey, VirtualServerKey
 
 PooledId = tuple[str, str]  # (virtual server, check): a duration histogram shared by a pool
@@ -56,8 +56,8 @@ class LazyBlocks(Sequence[str]):
         return self._make(slice(index, index + 1))[0]
 
     def __iter__(self) -> Iterator[str]:
-        for start in range(0, self._count, 4096):
-            yield from self._make(slice(start, min(start + 4096, self._count)))
+        for start in range(0, self._count, ROWS_PER_PIECE):
+            yield from self._make(slice(start, min(start + ROWS_PER_PIECE, self._count)))
 
 
 class ServerLayout:
